@@ -1,0 +1,47 @@
+"""The `lmstudio-proxy` command: serve, simulate, check, models, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from proxy import __version__
+from proxy.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmstudio-proxy",
+        description="Serve the Aitronos Freddy responses/threads API on localhost, backed by LM Studio.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from proxy.simulator import cli as simulator_cli
+
+    sim = sub.add_parser("simulate", help="run the LM Studio simulator standalone")
+    simulator_cli.add_arguments(sim)
+    sim.set_defaults(run=simulator_cli.run)
+
+    try:
+        from proxy import serve as serve_cli
+    except ImportError:  # pragma: no cover - during bootstrap
+        serve_cli = None  # type: ignore[assignment]
+    if serve_cli is not None:
+        srv = sub.add_parser("serve", help="run the proxy")
+        serve_cli.add_arguments(srv)
+        srv.set_defaults(run=serve_cli.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except ConfigError as exc:
+        print(f"lmstudio-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code

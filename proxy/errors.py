@@ -1,0 +1,74 @@
+"""Errors: one base carrying HTTP status and error code, rendered by one handler.
+
+    ProxyError                      -- anything the proxy reports to a client
+    ├── InvalidRequest (400)        -- body is not JSON / not an object
+    ├── AuthenticationRequired (401)
+    ├── InsufficientPermissions (403) -- another key's thread
+    ├── ResourceNotFound (404)      -- unknown thread/message/model, no active stream
+    ├── MethodNotAllowed (405)
+    ├── StreamAlreadyActive (409)
+    ├── PayloadTooLarge (413)
+    ├── ValidationError (422)       -- details.errors lists the fields
+    ├── BackendUnavailable (503)    -- LM Studio unreachable or failed
+    └── InternalError (500)
+    ConfigError                     -- a bad config file or CLI value (not an HTTP error)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ConfigError(ValueError):
+    """The config file or a command-line value is wrong; the message names the key."""
+
+
+class ProxyError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidRequest(ProxyError):
+    status, code, type = 400, "INVALID_REQUEST", "client_error"
+
+
+class AuthenticationRequired(ProxyError):
+    status, code, type = 401, "AUTHENTICATION_REQUIRED", "authentication_error"
+
+
+class InsufficientPermissions(ProxyError):
+    status, code, type = 403, "INSUFFICIENT_PERMISSIONS", "authorization_error"
+
+
+class ResourceNotFound(ProxyError):
+    status, code, type = 404, "RESOURCE_NOT_FOUND", "client_error"
+
+
+class MethodNotAllowed(ProxyError):
+    status, code, type = 405, "METHOD_NOT_ALLOWED", "client_error"
+
+
+class StreamAlreadyActive(ProxyError):
+    status, code, type = 409, "STREAM_ALREADY_ACTIVE", "client_error"
+
+
+class PayloadTooLarge(ProxyError):
+    status, code, type = 413, "PAYLOAD_TOO_LARGE", "client_error"
+
+
+class ValidationError(ProxyError):
+    status, code, type = 422, "VALIDATION_ERROR", "client_error"
+
+
+class BackendUnavailable(ProxyError):
+    status, code, type = 503, "MODEL_BACKEND_UNAVAILABLE", "server_error"
+
+
+class InternalError(ProxyError):
+    pass

@@ -1,0 +1,1 @@
+"""An LM Studio simulator speaking LM Studio's websocket protocol (for tests and --simulate)."""
