@@ -24,14 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     simulator_cli.add_arguments(sim)
     sim.set_defaults(run=simulator_cli.run)
 
-    try:
-        from proxy import serve as serve_cli
-    except ImportError:  # pragma: no cover - during bootstrap
-        serve_cli = None  # type: ignore[assignment]
-    if serve_cli is not None:
-        srv = sub.add_parser("serve", help="run the proxy")
-        serve_cli.add_arguments(srv)
-        srv.set_defaults(run=serve_cli.run)
+    from proxy import serve as serve_cli
+
+    srv = sub.add_parser("serve", help="run the proxy")
+    serve_cli.add_arguments(srv)
+    srv.set_defaults(run=serve_cli.run)
     return parser
 
 

@@ -122,9 +122,7 @@ def _check(value: Any, tp: Any, where: str, source: str) -> Any:
     else:
         ok = isinstance(value, tp)
     if not ok:
-        raise ConfigError(
-            f"{source}: key '{where}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{source}: key '{where}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -135,9 +133,7 @@ def _build(cls: type[Any], data: dict[str, Any], prefix: str, source: str) -> An
     for key, value in data.items():
         where = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(
-                f"{source}: unknown key '{where}' (known keys here: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"{source}: unknown key '{where}' (known keys here: {', '.join(sorted(known))})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -192,5 +188,3 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from exc
     return parse(text, str(p))
-
-

@@ -1,17 +1,18 @@
 """Errors: one base carrying HTTP status and error code, rendered by one handler.
 
-    ProxyError                      -- anything the proxy reports to a client
-    ├── InvalidRequest (400)        -- body is not JSON / not an object
-    ├── AuthenticationRequired (401)
-    ├── InsufficientPermissions (403) -- another key's thread
-    ├── ResourceNotFound (404)      -- unknown thread/message/model, no active stream
-    ├── MethodNotAllowed (405)
-    ├── StreamAlreadyActive (409)
-    ├── PayloadTooLarge (413)
-    ├── ValidationError (422)       -- details.errors lists the fields
-    ├── BackendUnavailable (503)    -- LM Studio unreachable or failed
-    └── InternalError (500)
-    ConfigError                     -- a bad config file or CLI value (not an HTTP error)
+ProxyError                      -- anything the proxy reports to a client
+├── InvalidRequest (400)        -- body is not JSON / not an object
+├── AuthenticationRequired (401)
+├── InsufficientPermissions (403) -- another key's thread
+├── ResourceNotFound (404)      -- unknown thread/message/model, no active stream
+├── MethodNotAllowed (405)
+├── StreamAlreadyActive (409)
+├── PayloadTooLarge (413)
+├── ValidationError (422)       -- details.errors lists the fields
+├── BackendUnavailable (503)    -- LM Studio unreachable or failed
+├── ShuttingDown (503)          -- the proxy is stopping
+└── InternalError (500)
+ConfigError                     -- a bad config file or CLI value (not an HTTP error)
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class ValidationError(ProxyError):
 
 class BackendUnavailable(ProxyError):
     status, code, type = 503, "MODEL_BACKEND_UNAVAILABLE", "server_error"
+
+
+class ShuttingDown(ProxyError):
+    status, code, type = 503, "SERVER_SHUTTING_DOWN", "server_error"
 
 
 class InternalError(ProxyError):

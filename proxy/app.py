@@ -1,0 +1,212 @@
+"""The app factory: builds the store, bridge and stream registry, and owns their lifetimes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy import api_responses, api_threads
+from proxy.auth import Authenticator
+from proxy.bridge import Bridge
+from proxy.config import Config
+from proxy.errors import (
+    InternalError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ProxyError,
+    ResourceNotFound,
+)
+from proxy.models import ModelCatalog
+from proxy.store import Store, now_iso
+from proxy.streams import StreamRegistry
+
+log = logging.getLogger("proxy.app")
+access_log = logging.getLogger("proxy.access")
+
+
+def default_database_path() -> Path:
+    return Path(platformdirs.user_data_dir("lmstudio-proxy")) / "proxy.sqlite3"
+
+
+@dataclass
+class Proxy:
+    """Everything a request handler needs, built by `create_app` and closed by its lifespan."""
+
+    config: Config
+    store: Store
+    bridge: Bridge
+    registry: StreamRegistry
+    catalog: ModelCatalog
+    auth: Authenticator
+
+
+def proxy_of(request: Request) -> Proxy:
+    proxy: Proxy = request.app.state.proxy
+    return proxy
+
+
+def error_body(exc: ProxyError, trace_id: str) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": {
+            "code": exc.code,
+            "message": exc.message,
+            "system_message": exc.message,
+            "type": exc.type,
+            "status": exc.status,
+            "details": exc.details,
+            "trace_id": trace_id,
+            "timestamp": now_iso()[:19] + "Z",
+        },
+    }
+
+
+def error_response(exc: ProxyError, trace_id: str) -> JSONResponse:
+    return JSONResponse(error_body(exc, trace_id), status_code=exc.status, headers={"X-Request-Id": trace_id})
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id on every response, a body-size limit, one access log line.
+
+    It also renders unexpected exceptions as the 500 envelope: Starlette's own
+    ServerErrorMiddleware would send a bare text page.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = "req_" + secrets.token_hex(8)
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        started = time.perf_counter()
+        status = 0
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", trace_id.encode())]
+            await send(message)
+
+        limit = self.max_body_bytes
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        try:
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+                return message
+
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception as exc:
+            if response_started:
+                log.exception("request %s failed after its response started", trace_id)
+                raise
+            if not isinstance(exc, ProxyError):
+                log.exception("unexpected error in request %s", trace_id)
+                exc = InternalError("An unexpected error occurred. The request id is in trace_id.")
+            await error_response(exc, trace_id)(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %d %.1fms %s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                trace_id,
+            )
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return error_response(exc, request.state.trace_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err: ProxyError
+    if exc.status_code == 404:
+        err = ResourceNotFound(f"No such endpoint: {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}")
+    else:
+        err = ProxyError(str(exc.detail))
+        err.status, err.code = exc.status_code, "HTTP_ERROR"  # type: ignore[misc]
+    return error_response(err, request.state.trace_id)
+
+
+def create_app(
+    config: Config,
+    *,
+    lmstudio_host: str | None = None,
+    database: str | Path | None = None,
+    extra_routes: list[Any] | None = None,
+) -> Starlette:
+    """Build the app; nothing connects until the lifespan starts (LM Studio lazily, on first use)."""
+    db_path = database or config.database.path or default_database_path()
+    store = Store(db_path)
+    bridge = Bridge(config.lmstudio, host=lmstudio_host)
+    registry = StreamRegistry(config, store, bridge)
+    proxy = Proxy(config, store, bridge, registry, ModelCatalog(bridge, config), Authenticator(config.auth.api_keys))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        interrupted = store.recover_interrupted()
+        if interrupted:
+            log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+        try:
+            yield
+        finally:
+            await registry.shutdown()
+            await bridge.aclose()
+            store.close()
+
+    middleware = [Middleware(RequestContext, max_body_bytes=config.limits.max_body_bytes)]
+    if config.cors.allow_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.cors.allow_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["X-Request-Id"],
+            )
+        )
+    routes = [*api_responses.routes, *api_threads.routes, *(extra_routes or [])]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error},
+    )
+    app.state.proxy = proxy
+    return app

@@ -1,0 +1,46 @@
+"""API keys: where a request carries one, whether it is accepted, and the owner hash it maps to."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from starlette.requests import Request
+
+from proxy.errors import AuthenticationRequired
+
+
+def request_key(request: Request) -> str | None:
+    headers = request.headers  # case-insensitive
+    key = headers.get("x-api-key") or headers.get("api-key")
+    if not key:
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            key = token
+    key = (key or "").strip()
+    return key or None
+
+
+def owner_of(key: str) -> str:
+    """The stored owner of a key's threads: a SHA-256 hash, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Authenticator:
+    def __init__(self, api_keys: list[str]) -> None:
+        self._hashes = [owner_of(k) for k in api_keys]
+
+    @property
+    def open(self) -> bool:
+        """No keys configured: any non-empty key is accepted."""
+        return not self._hashes
+
+    def owner(self, request: Request) -> str:
+        key = request_key(request)
+        if key is None:
+            raise AuthenticationRequired("Invalid or missing API key")
+        owner = owner_of(key)
+        if self._hashes and not any(hmac.compare_digest(owner, h) for h in self._hashes):
+            raise AuthenticationRequired("Invalid or missing API key")
+        return owner

@@ -1,0 +1,347 @@
+"""The LM Studio bridge: the only module that imports `lmstudio`.
+
+Design decisions (the SDK traps of the spec are inputs here; do not "simplify" them away):
+- One `AsyncClient` per app, opened lazily on the server's loop and reused. Transport
+  failures (the SDK does not wrap them) drop it, and the next call opens a new one, so an
+  LM Studio restart never needs a proxy restart.
+- A prediction is started eagerly (`await stream.start()`): `cancel()` before that is a
+  silent no-op in the SDK and the prediction would run to its end.
+- Every wait on LM Studio is bounded by a timeout: the async SDK has none of its own.
+- Every SDK and transport failure is translated here into `BackendUnavailable` (or
+  `ResourceNotFound` for an unknown model); nothing above this module sees SDK types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import lmstudio
+
+from proxy.config import LMStudioConfig
+from proxy.errors import BackendUnavailable, ResourceNotFound
+from proxy.store import Usage
+
+log = logging.getLogger("proxy.bridge")
+
+FALLBACK_HOST = "localhost:1234"
+SDK_DEFAULT_PORTS = (41343, 52993, 16141, 39414, 22931)
+
+#: Errors that mean "the connection to LM Studio is gone or never was".
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    lmstudio.LMStudioWebsocketError,
+    lmstudio.LMStudioClientError,
+    OSError,
+    httpx.HTTPError,
+    EOFError,
+)
+
+START_HINT = (
+    "Start LM Studio and enable its local server (Developer tab → Start Server, or `lms server start`), "
+    "point the proxy at it with --lmstudio HOST:PORT or `lmstudio.host` in the config, "
+    "or run `lmstudio-proxy serve --simulate` to use the built-in simulator."
+)
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One piece of generated text; `kind` is content, reasoning, reasoning_start or reasoning_end."""
+
+    content: str
+    tokens: int
+    kind: str
+
+
+_KINDS = {
+    "none": "content",
+    "reasoning": "reasoning",
+    "reasoningStartTag": "reasoning_start",
+    "reasoningEndTag": "reasoning_end",
+}
+
+
+def normalize_host(host: str) -> str:
+    """`http://h:p/` → `h:p`; users often paste a URL where the SDK wants host:port."""
+    host = host.strip()
+    for scheme in ("http://", "https://", "ws://", "wss://"):
+        if host.startswith(scheme):
+            host = host[len(scheme) :]
+    return host.rstrip("/")
+
+
+class Prediction:
+    """A started LM Studio prediction: iterate `fragments()`, `cancel()` it, read `usage()`."""
+
+    def __init__(self, stream: Any, on_lost: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_lost = on_lost
+        self._cancel_sent = False
+        self.generated_tokens = 0
+
+    async def fragments(self, timeout: float) -> AsyncIterator[Fragment]:
+        """Yield fragments until LM Studio sends its final result; each wait bounded by `timeout`."""
+        iterator = self._stream.__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    fragment = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                raise BackendUnavailable(
+                    f"LM Studio sent nothing for {timeout:g} s; the prediction was abandoned."
+                ) from exc
+            except lmstudio.LMStudioServerError as exc:
+                raise BackendUnavailable(f"LM Studio failed the prediction: {exc}") from exc
+            except TRANSPORT_ERRORS as exc:
+                self._on_lost()
+                raise BackendUnavailable(f"The connection to LM Studio was lost: {exc}") from exc
+            self.generated_tokens += fragment.tokens_count
+            yield Fragment(fragment.content, fragment.tokens_count, _KINDS.get(fragment.reasoning_type, "content"))
+
+    async def cancel(self) -> None:
+        """Send LM Studio's `cancel` once (later calls do nothing); never raises."""
+        if self._cancel_sent:
+            return
+        self._cancel_sent = True
+        try:
+            await self._stream.cancel()
+        except Exception as exc:  # the drain that follows reports the real problem
+            log.warning("sending cancel to LM Studio failed: %s", exc)
+
+    @property
+    def cancel_sent(self) -> bool:
+        return self._cancel_sent
+
+    def usage(self) -> Usage:
+        """Token counts from LM Studio's final stats, or what was counted if there are none."""
+        try:
+            stats = self._stream.result().stats
+        except BaseException:  # no result (lost, timed out): GeneratorExit is a BaseException
+            return Usage(output_tokens=self.generated_tokens, stop_reason=None)
+        return Usage(
+            input_tokens=stats.prompt_tokens_count or 0,
+            output_tokens=stats.predicted_tokens_count or 0,
+            stop_reason=stats.stop_reason,
+            time_to_first_token=stats.time_to_first_token_sec,
+            tokens_per_second=stats.tokens_per_second,
+        )
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        except BaseException as exc:  # closing a dead channel must not mask the outcome
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("closing prediction stream: %r", exc)
+
+
+class Bridge:
+    """Owns the LM Studio client; turns requests into SDK calls and SDK failures into ProxyErrors."""
+
+    def __init__(self, config: LMStudioConfig, host: str | None = None) -> None:
+        self.config = config
+        self.configured_host = normalize_host(host if host is not None else config.host)
+        self.host: str | None = None  # the host actually connected to
+        self._client: lmstudio.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self._handles: dict[str, Any] = {}
+        self.reconnects = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # close tasks of lost clients, awaited in aclose
+
+    def where(self) -> str:
+        """Where the proxy looks for LM Studio, in words."""
+        if self.configured_host:
+            return self.configured_host
+        ports = ", ".join(str(p) for p in SDK_DEFAULT_PORTS)
+        return f"127.0.0.1 ports {ports} (LM Studio's own API ports), then {FALLBACK_HOST}"
+
+    async def client(self) -> lmstudio.AsyncClient:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._connect()
+        return self._client
+
+    async def _connect(self) -> lmstudio.AsyncClient:
+        hosts: list[str | None] = [self.configured_host] if self.configured_host else [None, FALLBACK_HOST]
+        problems = []
+        for host in hosts:
+            client = lmstudio.AsyncClient(host)
+            try:
+                async with asyncio.timeout(self.config.connect_timeout_seconds):
+                    await client.__aenter__()
+            except (TimeoutError, *TRANSPORT_ERRORS) as exc:  # type: ignore[misc]
+                problems.append(f"{host or 'default ports'}: {exc}")
+                await self._close(client)
+                continue
+            self.host = client.api_host
+            if self.reconnects or self.last_error:
+                log.info("connected to LM Studio at %s", self.host)
+            self.reconnects += 1
+            self.last_error = None
+            return client
+        self.errors += 1
+        self.last_error = "; ".join(problems)
+        raise BackendUnavailable(
+            f"LM Studio is not reachable (looked at {self.where()}). {START_HINT}",
+            {"looked_at": self.where()},
+        )
+
+    @staticmethod
+    async def _close(client: lmstudio.AsyncClient) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await client.aclose()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.debug("closing LM Studio client: %r", exc)
+
+    def lost(self) -> None:
+        """The connection failed: forget the client so the next call opens a new one."""
+        self.errors += 1
+        client, self._client = self._client, None
+        self._handles.clear()
+        if client is not None:
+            # Closing may block on a dead socket; do it without holding up the caller.
+            task = asyncio.get_running_loop().create_task(self._close(client))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._close(client)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _call(self, what: str, coro_fn: Callable[[lmstudio.AsyncClient], Any], timeout: float) -> Any:
+        client = await self.client()
+        try:
+            async with asyncio.timeout(timeout):
+                return await coro_fn(client)
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"LM Studio did not answer {what} within {timeout:g} s.") from exc
+        except lmstudio.LMStudioModelNotFoundError:
+            raise
+        except lmstudio.LMStudioServerError as exc:
+            raise BackendUnavailable(f"LM Studio failed {what}: {exc}") from exc
+        except TRANSPORT_ERRORS as exc:
+            self.lost()
+            raise BackendUnavailable(
+                f"The connection to LM Studio was lost during {what} ({exc}). {START_HINT}"
+            ) from exc
+
+    async def list_models(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(loaded, downloaded) LLMs as plain dicts: key, display_name, context_length."""
+
+        async def fetch(client: lmstudio.AsyncClient) -> tuple[Any, Any]:
+            return await client.llm.list_loaded(), await client.list_downloaded_models()
+
+        loaded, downloaded = await self._call("listing models", fetch, self.config.connect_timeout_seconds)
+        loaded_info = []
+        for handle in loaded:
+
+            async def info_of(_client: lmstudio.AsyncClient, handle: Any = handle) -> Any:
+                return await handle.get_info()
+
+            info = await self._call("getModelInfo", info_of, self.config.connect_timeout_seconds)
+            loaded_info.append(
+                {
+                    "key": info.model_key,
+                    "identifier": info.identifier,
+                    "display_name": info.display_name,
+                    "context_length": info.context_length,
+                }
+            )
+        down = [
+            {
+                "key": m.model_key,
+                "display_name": m.info.display_name,
+                "context_length": m.info.max_context_length,
+            }
+            for m in downloaded
+            if getattr(m, "type", "llm") == "llm"
+        ]
+        return loaded_info, down
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            loaded, _ = await self.list_models()
+        except BackendUnavailable as exc:
+            return {"reachable": False, "looked_at": self.where(), "error": exc.message}
+        return {
+            "reachable": True,
+            "host": self.host,
+            "looked_at": self.where(),
+            "loaded_models": [m["identifier"] for m in loaded],
+        }
+
+    async def model_keys(self) -> tuple[list[str], list[str]]:
+        loaded, downloaded = await self.list_models()
+        return [m["identifier"] for m in loaded], [m["key"] for m in downloaded]
+
+    async def load(self, key: str, on_progress: Callable[[float], None] | None = None) -> Any:
+        """The model handle for `key`, loading the model if LM Studio has it downloaded only."""
+        handle = self._handles.get(key)
+        if handle is not None:
+            return handle
+
+        def progress(value: float) -> None:
+            if on_progress is not None:
+                on_progress(value)
+
+        try:
+            handle = await self._call(
+                f"loading model '{key}'",
+                lambda c: c.llm.model(key, on_load_progress=progress),
+                self.config.load_timeout_seconds,
+            )
+        except lmstudio.LMStudioModelNotFoundError as exc:
+            raise ResourceNotFound(f"Model '{key}' not found in LM Studio.") from exc
+        self._handles[key] = handle
+        return handle
+
+    async def predict(
+        self,
+        handle: Any,
+        messages: list[dict[str, str]],
+        config: dict[str, Any],
+        on_prompt_progress: Callable[[float], None] | None = None,
+    ) -> Prediction:
+        """Send the prediction request now (eagerly) and return it."""
+
+        async def start(_client: lmstudio.AsyncClient) -> Any:
+            stream = await handle.respond_stream(
+                {"messages": messages},
+                config=config,
+                on_prompt_processing_progress=(lambda p, *_: on_prompt_progress(p)) if on_prompt_progress else None,
+            )
+            await stream.start()
+            return stream
+
+        stream = await self._call("starting the prediction", start, self.config.connect_timeout_seconds)
+        return Prediction(stream, self.lost)
+
+
+def prediction_config(
+    temperature: float | None, top_p: float | None, max_tokens: int | None, stop: list[str] | None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if temperature is not None:
+        config["temperature"] = temperature
+    if top_p is not None:
+        config["topPSampling"] = top_p
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
+    if stop:
+        config["stopStrings"] = stop
+    return config

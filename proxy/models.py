@@ -1,0 +1,91 @@
+"""Model selection: request `model` → config alias → LM Studio key, with a short-lived cache."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from proxy.bridge import Bridge
+from proxy.config import Config
+from proxy.errors import BackendUnavailable, ResourceNotFound
+
+CACHE_SECONDS = 10.0
+
+
+class ModelCatalog:
+    """What LM Studio has (loaded and downloaded), refreshed when stale or when a name is unknown."""
+
+    def __init__(self, bridge: Bridge, config: Config) -> None:
+        self.bridge = bridge
+        self.aliases = dict(config.models.aliases)
+        self.default = config.lmstudio.default_model
+        self.loaded: list[dict[str, Any]] = []
+        self.downloaded: list[dict[str, Any]] = []
+        self._fetched_at = -CACHE_SECONDS
+
+    async def refresh(self) -> None:
+        self.loaded, self.downloaded = await self.bridge.list_models()
+        self._fetched_at = time.monotonic()
+
+    def _known(self, key: str) -> bool:
+        return any(m["identifier"] == key or m["key"] == key for m in self.loaded) or any(
+            m["key"] == key for m in self.downloaded
+        )
+
+    async def resolve(self, requested: str | None) -> str:
+        """The LM Studio model key to use, or ResourceNotFound listing what is available."""
+        if time.monotonic() - self._fetched_at > CACHE_SECONDS:
+            await self.refresh()
+        name = requested or self.default or None
+        if name is None:
+            if not self.loaded:
+                await self.refresh()
+            if self.loaded:
+                return str(self.loaded[0]["identifier"])
+            if self.downloaded:
+                return str(self.downloaded[0]["key"])
+            raise BackendUnavailable(
+                "LM Studio has no model loaded or downloaded. Download a model in LM Studio "
+                "(or `lms get MODEL`), or name one with `model` in the request."
+            )
+        key = self.aliases.get(name, name)
+        if not self._known(key):
+            await self.refresh()
+            if not self._known(key):
+                raise ResourceNotFound(
+                    f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
+                    {"model": name, "available": self.available()},
+                )
+        return key
+
+    def available(self) -> list[str]:
+        names = [m["identifier"] for m in self.loaded]
+        names += [m["key"] for m in self.downloaded if m["key"] not in names]
+        return names + sorted(a for a in self.aliases if a not in names)
+
+    def listing(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = []
+        seen = set()
+        for m in self.loaded:
+            seen.add(m["key"])
+            data.append(
+                {
+                    "id": m["identifier"],
+                    "object": "model",
+                    "display_name": m["display_name"],
+                    "loaded": True,
+                    "context_length": m["context_length"],
+                }
+            )
+        for m in self.downloaded:
+            if m["key"] not in seen:
+                data.append(
+                    {
+                        "id": m["key"],
+                        "object": "model",
+                        "display_name": m["display_name"],
+                        "loaded": False,
+                        "context_length": m["context_length"],
+                    }
+                )
+        return data

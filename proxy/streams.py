@@ -1,0 +1,591 @@
+"""Running predictions: one `ActiveStream` per request, kept in a registry keyed by thread.
+
+How a stream ends (do not "fix" these without reading why):
+- The SDK stream is consumed by a pump task owned by the `ActiveStream`, never by the HTTP
+  response: when Starlette cancels the response on a client disconnect, the SDK would
+  close the channel without sending `cancel`, and LM Studio would keep generating.
+- Stopping is always the same path: `request_cancel()` records why (the cancel endpoint,
+  a client disconnect, a server shutdown), sends LM Studio's `cancel` at once if the
+  prediction has started (the pump sends it right after `start()` otherwise, and a model
+  still loading is abandoned before any prediction exists), and shortens the pump's
+  deadline to the drain timeout. The pump then drains the stream to LM Studio's final
+  `userStopped` result, so the partial text and the token counts are kept even when LM
+  Studio never answers the cancel.
+- The linearisation point is the pump's decision after the drain: if a stop was
+  requested by then, the outcome is that stop (even if LM Studio happened to finish);
+  otherwise the outcome is `completed` and later cancels get 404. Both run on the one
+  event loop, so there is no window in between.
+- The store change of an outcome is committed before its terminal SSE event is queued and
+  before the cancel endpoint answers.
+- Fragments go to the client through an `Outbox`, not a bounded queue that would block
+  the pump: deltas that wait coalesce into one, so a slow reader costs memory bounded by
+  the answer itself while LM Studio is still drained at full speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy import sse
+from proxy.bridge import Bridge, Prediction
+from proxy.config import Config
+from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive
+from proxy.render import render
+from proxy.store import Store, Usage
+
+log = logging.getLogger("proxy.streams")
+
+CHECKPOINT_SECONDS = 1.0
+NO_ACTIVE_STREAM = "No active stream found for this thread"
+
+
+class Outbox:
+    """Events waiting for the SSE writer, in order; consecutive deltas coalesce."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._parts: list[list[str]] = []  # per item: pending text parts of a delta item
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def push(self, event: dict[str, Any]) -> None:
+        self._items.append(event)
+        self._parts.append([])
+        self._ready.set()
+
+    def push_text(self, event_name: str, field_name: str, text: str) -> None:
+        if self._items and self._items[-1]["event"] == event_name:
+            self._parts[-1].append(text)
+        else:
+            self._items.append({"event": event_name, field_name: ""})
+            self._parts.append([text])
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def take(self, timeout: float) -> list[dict[str, Any]] | None:
+        """Everything pending; None after `timeout` s with nothing; [] once closed and empty."""
+        if not self._items and not self.closed:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
+            except TimeoutError:
+                return None
+        items, parts = self._items, self._parts
+        self._items, self._parts = [], []
+        self._ready.clear()
+        for item, pending in zip(items, parts, strict=True):
+            if pending:
+                key = "delta" if "delta" in item else "content"
+                item[key] = "".join(pending)
+        return items
+
+
+@dataclass
+class StreamSpec:
+    """What an accepted request asks of LM Studio, and where its result goes."""
+
+    owner: str
+    thread_id: str
+    response_id: str
+    message_ids: list[str]
+    thread_created: bool
+    model: str
+    messages: list[dict[str, str]]
+    prediction_config: dict[str, Any]
+    output_mode: str
+    trace_id: str
+    accepted_at: float = field(default_factory=time.monotonic)
+
+
+class ActiveStream:
+    """One running prediction: its pump task, its partial text, and how it ended."""
+
+    def __init__(self, spec: StreamSpec, registry: StreamRegistry) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.outbox = Outbox()
+        self.parts: list[str] = []
+        self.reasoning: list[str] = []
+        self.phase = "loading"
+        self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
+        self.stop_elapsed = 0.0  # seconds from acceptance to the stop request
+        self.cancel_mode: str | None = None
+        self.cancel_body: dict[str, Any] | None = None
+        self.outcome: str | None = None  # completed|cancelled|failed once decided
+        self.final: dict[str, Any] | None = None  # the non-streaming body / terminal event data
+        self.finished = asyncio.Event()
+        self.prediction: Prediction | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        self._deadline: asyncio.Timeout | None = None
+        self._last_checkpoint = 0.0
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    @property
+    def thread_id(self) -> str:
+        return self.spec.thread_id
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.spec.accepted_at
+
+    def partial_length(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def mode_now(self) -> str:
+        return self.registry.cancel_result(self.elapsed())[0]
+
+    async def request_cancel(self, reason: str) -> None:
+        """Ask the pump to stop and tell LM Studio at once.
+
+        The first reason wins, except that a cancel upgrades a disconnect: the seed's
+        browser code closes its EventSource *before* it calls the cancel endpoint, and
+        that cancel must still get its quick_edit/keep_partial result.
+        """
+        if self.outcome is not None:
+            return
+        if self.stop_reason is None:
+            self.stop_elapsed = self.elapsed()
+            self.stop_reason = reason
+            self._stop_requested.set()
+            if self._deadline is not None:
+                loop = asyncio.get_running_loop()
+                self._deadline.reschedule(loop.time() + self.registry.config.cancel.drain_timeout_seconds)
+            if self.prediction is not None:
+                await self.prediction.cancel()
+        elif reason == "cancel" and self.stop_reason == "disconnect":
+            self.stop_reason = "cancel"
+        if self.stop_reason == "cancel" and self.cancel_body is None:
+            self.cancel_mode, self.cancel_body = self.registry.cancel_result(self.stop_elapsed)
+
+    async def cancel(self) -> dict[str, Any]:
+        """The cancel endpoint: stop, wait until the store change is committed, return the body."""
+        if self.outcome is not None or self.stop_reason == "shutdown":
+            raise ResourceNotFound(NO_ACTIVE_STREAM)
+        await self.request_cancel("cancel")
+        async with asyncio.timeout(self.registry.config.cancel.drain_timeout_seconds + 5):
+            await self.finished.wait()
+        if self.outcome != "cancelled" or self.cancel_body is None:
+            raise ResourceNotFound(NO_ACTIVE_STREAM)
+        return self.cancel_body
+
+    async def client_gone(self) -> None:
+        """The SSE client disconnected before the end: stop LM Studio, keep the partial text."""
+        await self.request_cancel("disconnect")
+
+    # -- the pump ------------------------------------------------------------------------
+
+    async def run(self, bridge: Bridge, store: Store) -> None:
+        """The pump task: load, predict, drain, then record the outcome."""
+        error: ProxyError | None = None
+        usage = Usage()
+        loop = asyncio.get_running_loop()
+        try:
+            handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
+            if handle is not None and not self._stop_requested.is_set():
+                self.phase = "processing"
+                self.prediction = await bridge.predict(
+                    handle, self.spec.messages, self.spec.prediction_config, self._on_prompt_progress
+                )
+                self.outbox.push(self._created_event())
+                if self._stop_requested.is_set():
+                    await self.prediction.cancel()
+                usage = await self._drain(self.prediction, loop)
+        except ProxyError as exc:
+            error = exc
+        except Exception as exc:  # a bug: still end the stream cleanly, and say so in the log
+            log.exception("stream %s failed", self.spec.response_id)
+            error = ProxyError(f"Internal error while streaming: {exc}")
+        finally:
+            if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
+                await self.prediction.cancel()
+        self._finish(store, usage, error)
+
+    async def _until_stopped(self, coro: Any) -> Any:
+        """Await `coro` unless a stop is requested first (then abandon it and return None)."""
+        work = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        return work.result() if not work.cancelled() else None
+
+    async def _drain(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> Usage:
+        config = self.registry.config
+        fragment_timeout = config.lmstudio.fragment_timeout_seconds
+        try:
+            async with asyncio.timeout(None) as deadline:
+                self._deadline = deadline
+                if self._stop_requested.is_set():
+                    deadline.reschedule(loop.time() + config.cancel.drain_timeout_seconds)
+                else:
+                    deadline.reschedule(loop.time() + fragment_timeout)
+                rescheduled = loop.time()
+                self.phase = "generating"
+                async for fragment in prediction.fragments(fragment_timeout):
+                    if self._stop_requested.is_set():
+                        continue  # after the cancel: not part of the answer (the SDK drops them too)
+                    now = loop.time()
+                    if now - rescheduled > 1.0:
+                        deadline.reschedule(now + fragment_timeout)
+                        rescheduled = now
+                    kind = fragment.kind
+                    if kind == "content":
+                        self.parts.append(fragment.content)
+                        self.outbox.push_text("response.content_delta", "delta", fragment.content)
+                    elif kind == "reasoning":
+                        self.reasoning.append(fragment.content)
+                        self.outbox.push_text("reasoning.content", "content", fragment.content)
+                    elif kind == "reasoning_start":
+                        self.outbox.push({"event": "reasoning.started", "thread_id": self.thread_id})
+                    else:
+                        self.outbox.push({"event": "reasoning.completed", "thread_id": self.thread_id})
+                    if now - self._last_checkpoint >= CHECKPOINT_SECONDS and kind == "content":
+                        self._checkpoint(now)
+        except TimeoutError:
+            if not self._stop_requested.is_set():
+                raise ProxyError("LM Studio stopped sending fragments; the prediction was abandoned.") from None
+            log.warning(
+                "LM Studio did not finish the stream %s within the drain timeout after cancel",
+                self.spec.response_id,
+            )
+            await prediction.aclose()
+            return Usage(output_tokens=prediction.generated_tokens, stop_reason="userStopped")
+        finally:
+            self._deadline = None
+        return prediction.usage()
+
+    def _checkpoint(self, now: float) -> None:
+        self._last_checkpoint = now
+        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, "".join(self.parts))
+
+    def _on_load_progress(self, progress: float) -> None:
+        self.outbox.push(
+            {
+                "event": "response.processing",
+                "status": "processing",
+                "thread_id": self.thread_id,
+                "message": f"Loading model {self.spec.model} ({progress:.0%})",
+            }
+        )
+
+    def _on_prompt_progress(self, progress: float) -> None:
+        self.phase = "processing"
+
+    def _created_event(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "event": "response.created",
+            "status": "in_progress",
+            "thread_id": s.thread_id,
+            "response_id": s.response_id,
+            "user_message_id": s.message_ids[-1] if s.message_ids else None,
+            "trace_id": s.trace_id,
+            "output_mode": s.output_mode,
+            "model": s.model,
+        }
+
+    # -- the outcome ---------------------------------------------------------------------
+
+    def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
+        """Decide the outcome, commit it, then queue the terminal event. Runs without awaiting."""
+        s = self.spec
+        text = "".join(self.parts)
+        duration = self.elapsed()
+        event: dict[str, Any]
+        if self.stop_reason is not None:
+            self.outcome = "cancelled"
+            if usage.stop_reason is None:
+                usage = Usage(
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    "userStopped",
+                    usage.time_to_first_token,
+                    usage.tokens_per_second,
+                )
+        elif error is not None:
+            self.outcome = "failed"
+        else:
+            self.outcome = "completed"
+        try:
+            if self.outcome == "completed":
+                rendered, blocks = render(text, s.output_mode)
+                mid = store.finish_response(
+                    s.response_id,
+                    status="completed",
+                    usage=usage,
+                    duration=duration,
+                    text=text,
+                    metadata={"model": s.model, "stop_reason": usage.stop_reason},
+                )
+                self.final = {
+                    "status": "completed",
+                    "text": text,
+                    "rendered": rendered,
+                    "blocks": blocks,
+                    "usage": usage,
+                    "message_id": mid,
+                }
+                event = {
+                    "event": "response.completed",
+                    "status": "completed",
+                    "thread_id": s.thread_id,
+                    "response_id": s.response_id,
+                }
+                if s.output_mode in ("structured", "blocks"):
+                    event["response_blocks"] = blocks
+                else:
+                    event["response"] = rendered
+                event["reasoning_content"] = "".join(self.reasoning) or None
+                event["usage"] = usage_json(usage)
+            elif self.outcome == "cancelled":
+                event = self._record_stop(store, usage, duration, text)
+            else:
+                assert error is not None
+                store.finish_response(
+                    s.response_id,
+                    status="failed",
+                    usage=usage,
+                    duration=duration,
+                    text=text,
+                    metadata={
+                        "failed": True,
+                        "error": {"code": error.code, "message": error.message},
+                        "partial_content_length": len(text),
+                    },
+                    error=error.message,
+                )
+                self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
+                event = {
+                    "event": "response.error",
+                    "status": "failed",
+                    "thread_id": s.thread_id,
+                    "message": error.message,
+                    "code": error.code,
+                }
+        except Exception as exc:  # the store failed: the client must still get a terminal event
+            log.exception("recording the outcome of %s failed", s.response_id)
+            self.outcome = "failed"
+            self.final = {"status": "failed", "text": text, "usage": usage, "error": ProxyError(str(exc))}
+            event = {
+                "event": "response.error",
+                "status": "failed",
+                "thread_id": s.thread_id,
+                "message": "The proxy could not record the response.",
+                "code": "INTERNAL_ERROR",
+            }
+        self.phase = "done"
+        self.registry.finished(self)
+        self.outbox.push(event)
+        self.outbox.push({"event": "[DONE]"})
+        self.outbox.close()
+        self.finished.set()
+        log.info(
+            "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
+            s.thread_id,
+            s.response_id,
+            s.model,
+            self.outcome,
+            usage.stop_reason,
+            usage.output_tokens,
+        )
+
+    def _record_stop(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
+        s = self.spec
+        if self.stop_reason == "cancel" and self.cancel_mode == "quick_edit":
+            store.finish_response(
+                s.response_id,
+                status="cancelled",
+                usage=usage,
+                duration=duration,
+                text=None,
+                cancel_mode="quick_edit",
+                delete_thread_if_empty=s.thread_created,
+            )
+        else:
+            meta: dict[str, Any] = {"cancelled": True, "partial_content_length": len(text)}
+            if self.stop_reason == "cancel":
+                meta["cancel_mode"] = "keep_partial"
+            elif self.stop_reason == "disconnect":
+                meta["cancel_reason"] = "client_disconnected"
+            else:
+                meta.update(cancel_reason="server_shutdown", interrupted=True)
+            store.finish_response(
+                s.response_id,
+                status="cancelled",
+                usage=usage,
+                duration=duration,
+                text=text,
+                metadata=meta,
+                cancel_mode=self.cancel_mode or self.stop_reason,
+            )
+        self.final = {"status": "cancelled", "text": text, "usage": usage}
+        if self.stop_reason == "shutdown":
+            return {
+                "event": "response.error",
+                "status": "failed",
+                "thread_id": s.thread_id,
+                "message": "The proxy is shutting down.",
+                "code": "SERVER_SHUTTING_DOWN",
+            }
+        return {
+            "event": "response.cancelled",
+            "status": "cancelled",
+            "thread_id": s.thread_id,
+            "partial_content_length": len(text),
+            "cancel_mode": self.cancel_mode or self.stop_reason,
+        }
+
+    # -- the SSE side --------------------------------------------------------------------
+
+    async def sse_body(self, heartbeat: float) -> Any:
+        """The SSE byte chunks for this stream; stops the prediction if the client goes away."""
+        try:
+            yield sse.frame(
+                {
+                    "event": "response.processing",
+                    "status": "processing",
+                    "thread_id": self.thread_id,
+                    "message": "Request accepted",
+                }
+            )
+            while True:
+                batch = await self.outbox.take(heartbeat)
+                if batch is None:
+                    yield sse.frame({"event": "response.heartbeat", "thread_id": self.thread_id})
+                    continue
+                if not batch:
+                    return
+                done = batch[-1]["event"] == "[DONE]"
+                if done:
+                    batch.pop()
+                chunk = sse.frames(batch)
+                yield chunk + sse.DONE if done else chunk
+                if done:
+                    return
+        finally:
+            if not self.finished.is_set():
+                await asyncio.shield(self.client_gone())
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "stop_reason": usage.stop_reason,
+        "time_to_first_token_seconds": usage.time_to_first_token,
+        "tokens_per_second": usage.tokens_per_second,
+    }
+
+
+@dataclass
+class _Ended:
+    """A stream stopped by a cancel or a disconnect, remembered for later cancels."""
+
+    owner: str
+    response_id: str
+    thread_created: bool
+    stop_elapsed: float
+    body: dict[str, Any] | None
+    expires: float
+
+
+class StreamRegistry:
+    """The running streams by thread, plus recent cancel answers (cancel is idempotent)."""
+
+    REMEMBER_CANCELS_SECONDS = 600.0
+
+    def __init__(self, config: Config, store: Store, bridge: Bridge) -> None:
+        self.config = config
+        self.store = store
+        self.bridge = bridge
+        self.streams: dict[str, ActiveStream] = {}
+        self._ended: dict[str, _Ended] = {}
+        self.accepting = True
+        self.on_finish: list[Callable[[ActiveStream], None]] = []
+
+    def check_free(self, thread_id: str) -> None:
+        if thread_id in self.streams:
+            raise StreamAlreadyActive("A response is already streaming on this thread.", {"thread_id": thread_id})
+
+    def start(self, spec: StreamSpec) -> ActiveStream:
+        """Register and start a stream; call in the same step as `check_free` (no await between)."""
+        self.check_free(spec.thread_id)
+        stream = ActiveStream(spec, self)
+        self.streams[spec.thread_id] = stream
+        self._ended.pop(spec.thread_id, None)
+        stream.task = asyncio.get_running_loop().create_task(
+            stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}"
+        )
+        return stream
+
+    def finished(self, stream: ActiveStream) -> None:
+        if self.streams.get(stream.thread_id) is stream:
+            del self.streams[stream.thread_id]
+        if stream.outcome == "cancelled" and stream.stop_reason in ("cancel", "disconnect"):
+            self._ended[stream.thread_id] = _Ended(
+                stream.spec.owner,
+                stream.spec.response_id,
+                stream.spec.thread_created,
+                stream.stop_elapsed,
+                stream.cancel_body,
+                time.monotonic() + self.REMEMBER_CANCELS_SECONDS,
+            )
+        for callback in self.on_finish:
+            callback(stream)
+
+    def cancel_result(self, elapsed: float) -> tuple[str, dict[str, Any]]:
+        """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body."""
+        quick = elapsed < self.config.cancel.quick_edit_seconds
+        body = {
+            "success": True,
+            "cancel_mode": "quick_edit" if quick else "keep_partial",
+            "elapsed_seconds": round(elapsed, 3),
+            "user_message_deleted": quick,
+            "assistant_response_deleted": quick,
+            "partial_content_saved": not quick,
+        }
+        return str(body["cancel_mode"]), body
+
+    async def cancel(self, thread_id: str, owner: str) -> dict[str, Any]:
+        stream = self.streams.get(thread_id)
+        if stream is not None:
+            if stream.spec.owner != owner:
+                raise InsufficientPermissions("You don't have permission to cancel this stream")
+            return await stream.cancel()
+        ended = self._ended.get(thread_id)
+        if ended is None or ended.expires < time.monotonic():
+            raise ResourceNotFound(NO_ACTIVE_STREAM)
+        if ended.owner != owner:
+            raise InsufficientPermissions("You don't have permission to cancel this stream")
+        if ended.body is None:
+            # The client disconnected first (as the seed's Stop button does), then cancelled.
+            mode, body = self.cancel_result(ended.stop_elapsed)
+            self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
+            ended.body = body
+        return ended.body
+
+    def for_owner(self, owner: str) -> list[ActiveStream]:
+        return [s for s in self.streams.values() if s.spec.owner == owner]
+
+    async def shutdown(self) -> None:
+        """Stop accepting, stop every running prediction, and wait for the pumps to record it."""
+        self.accepting = False
+        streams = list(self.streams.values())
+        await asyncio.gather(*(s.request_cancel("shutdown") for s in streams), return_exceptions=True)
+        tasks = [s.task for s in streams if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.cancel.drain_timeout_seconds + 1)
