@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -180,6 +181,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()
         interrupted = store.recover_interrupted()
         if interrupted:
             log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)

@@ -127,6 +127,7 @@ class ActiveStream:
         self._stop_requested = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
         self._last_checkpoint = 0.0
+        self._load_reported = -1.0
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -272,6 +273,12 @@ class ActiveStream:
         self.registry.store.checkpoint(self.spec.response_id, self.thread_id, "".join(self.parts))
 
     def _on_load_progress(self, progress: float) -> None:
+        # The SDK reports 100% for a model that is already loaded: not news for the client.
+        if progress < self._load_reported + 0.1 and progress < 1.0:
+            return
+        if progress >= 1.0 and self._load_reported < 0:
+            return
+        self._load_reported = progress
         self.outbox.push(
             {
                 "event": "response.processing",

@@ -1,0 +1,35 @@
+"""Fixtures for the proxy's end-to-end tests: a real uvicorn server, the simulator, real clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import Harness, make_config
+
+from proxy.background import BackgroundServer
+from proxy.config import Config
+from proxy.simulator import Simulator
+
+
+@pytest.fixture
+def make_harness(tmp_path: Path, simulator_factory: Callable[..., Simulator]) -> Iterator[Callable[..., Harness]]:
+    servers: list[BackgroundServer] = []
+
+    def make(config: Config | None = None, sim: Simulator | None = None, **sim_options: Any) -> Harness:
+        sim = sim or simulator_factory(**sim_options)
+        db = tmp_path / f"proxy{len(servers)}.sqlite3"
+        server = BackgroundServer(config or make_config(), lmstudio_host=sim.host_port, database=db).start()
+        servers.append(server)
+        return Harness(server, sim, db)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def harness(make_harness: Callable[..., Harness]) -> Harness:
+    return make_harness()
