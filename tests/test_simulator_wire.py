@@ -133,7 +133,7 @@ async def test_duplicate_cancel_gives_exactly_one_success(simulator: Simulator) 
         "channelId": 1,
         "creationParameter": {
             "modelSpecifier": {"type": "query", "query": {"identifier": "simulated-llm"}},
-            "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+            "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi [tokens=100000]"}]}]},
             "predictionConfigStack": {"layers": []},
         },
     }

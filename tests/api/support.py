@@ -53,3 +53,37 @@ def stream_all(client: httpx.Client, body: dict[str, Any]) -> list[dict[str, Any
     with client.stream("POST", "/v1/model/response", json={**body, "stream": True}) as response:
         assert response.status_code == 200, response.read()
         return list(read_events(response))
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll a condition on observable state (not a sleep-and-hope): returns its first truthy value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached in time")
+        time.sleep(interval)
+
+
+def events_named(events: list[dict[str, Any] | str], name: str) -> list[dict[str, Any]]:
+    return [e for e in events if isinstance(e, dict) and e["event"] == name]
+
+
+def deltas(events: list[dict[str, Any] | str]) -> str:
+    return "".join(e["delta"] for e in events_named(events, "response.content_delta"))
+
+
+TERMINAL = ("response.completed", "response.error", "response.cancelled")
+
+
+def assert_well_terminated(events: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """Exactly one terminal event, last before [DONE]; returns it."""
+    assert events[-1] == "[DONE]", events[-3:]
+    terminal = [e for e in events if isinstance(e, dict) and e["event"] in TERMINAL]
+    assert len(terminal) == 1, terminal
+    assert events[-2] is terminal[0]
+    return terminal[0]
