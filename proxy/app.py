@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import api_responses, api_threads
+from proxy import api_responses, api_threads, openapi, playground
 from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
@@ -78,7 +78,8 @@ def error_body(exc: ProxyError, trace_id: str) -> dict[str, Any]:
 
 
 def error_response(exc: ProxyError, trace_id: str) -> JSONResponse:
-    return JSONResponse(error_body(exc, trace_id), status_code=exc.status, headers={"X-Request-Id": trace_id})
+    # The RequestContext middleware adds X-Request-Id to every response, this one included.
+    return JSONResponse(error_body(exc, trace_id), status_code=exc.status)
 
 
 class RequestContext:
@@ -203,7 +204,7 @@ def create_app(
                 expose_headers=["X-Request-Id"],
             )
         )
-    routes = [*api_responses.routes, *api_threads.routes, *(extra_routes or [])]
+    routes = [*api_responses.routes, *api_threads.routes, *openapi.routes, *playground.routes, *(extra_routes or [])]
     app = Starlette(
         routes=routes,
         middleware=middleware,

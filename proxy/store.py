@@ -97,7 +97,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX responses_owner ON responses(owner, seq);
         CREATE INDEX responses_status ON responses(status);
-        """
+        """,
     )
 
 

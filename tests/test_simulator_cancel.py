@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 import lmstudio
 import pytest
@@ -13,6 +14,11 @@ from proxy.simulator import Simulator
 
 TIMEOUT = 10
 LONG = "Please write a lot [tokens=100000]"  # cannot finish before the cancel at any test speed
+
+
+def _fragments(stream: lmstudio.AsyncPredictionStream) -> AsyncGenerator[lmstudio.LlmPredictionFragment]:
+    """The SDK's fragment iterator (an async generator), so the test can close it explicitly."""
+    return cast("AsyncGenerator[lmstudio.LlmPredictionFragment]", aiter(stream))
 
 
 def _only(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,7 +128,7 @@ async def test_breaking_out_without_cancel_leaves_it_generating(simulator: Simul
     async with asyncio.timeout(TIMEOUT), lmstudio.AsyncClient(simulator.host_port) as client:
         model = await client.llm.model("simulated-llm")
         stream = await model.respond_stream("Keep going [tokens=60]")
-        async with contextlib.aclosing(aiter(stream)) as fragments:
+        async with contextlib.aclosing(_fragments(stream)) as fragments:
             async for _fragment in fragments:
                 break
         records = await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running")
@@ -138,7 +144,7 @@ async def test_closing_the_client_mid_stream_stops_generation(simulator: Simulat
         async with lmstudio.AsyncClient(simulator.host_port) as client:
             model = await client.llm.model("simulated-llm")
             stream = await model.respond_stream(LONG)
-            async with contextlib.aclosing(aiter(stream)) as fragments:
+            async with contextlib.aclosing(_fragments(stream)) as fragments:
                 async for _fragment in fragments:
                     break
         records = await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running")
@@ -179,9 +185,7 @@ def test_sync_cancel_mid_stream(simulator: Simulator) -> None:
     with lmstudio.Client(simulator.host_port) as client:
         model = client.llm.model("simulated-llm")
         stream = model.respond_stream(LONG)
-        count = 0
-        for _fragment in stream:
-            count += 1
+        for count, _fragment in enumerate(stream, start=1):
             if count == 3:
                 stream.cancel()
     assert stream.result().stats.stop_reason == "userStopped"

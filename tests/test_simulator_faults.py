@@ -136,9 +136,7 @@ async def test_http_controls(simulator: Simulator) -> None:
             with pytest.raises(lmstudio.LMStudioServerError):
                 await model.respond("one token then failure")
         records = (await http.get("/simulator/predictions")).json()
-        assert [(r["model"], r["status"], r["tokens_generated"]) for r in records] == [
-            ("simulated-llm", "failed", 1)
-        ]
+        assert [(r["model"], r["status"], r["tokens_generated"]) for r in records] == [("simulated-llm", "failed", 1)]
         assert set(records[0]) >= {
             "id", "model", "status", "tokens_generated", "cancel_received_at", "tokens_after_cancel",
             "started_at", "finished_at", "history", "config", "stop_reason",
@@ -150,3 +148,38 @@ async def test_http_controls(simulator: Simulator) -> None:
 def test_wait_for_times_out(simulator: Simulator) -> None:
     with pytest.raises(TimeoutError):
         simulator.wait_for(lambda ps: len(ps) > 0, timeout=0.05)
+
+
+async def test_stop_closes_open_websockets(simulator_factory: Callable[..., Simulator]) -> None:
+    sim = simulator_factory(tokens_per_second=100)
+    async with asyncio.timeout(TIMEOUT), lmstudio.AsyncClient(sim.host_port) as client:
+        model = await client.llm.model("simulated-llm")
+        stream = await model.respond_stream(LONG)
+        await stream.start()
+        await sim.wait_for_async(lambda ps: ps[0]["tokens_generated"] > 0)
+        await asyncio.to_thread(sim.stop)
+        with pytest.raises(lmstudio.LMStudioWebsocketError):
+            async for _fragment in stream:
+                pass
+    assert sim.predictions()[0]["status"] == "failed"
+
+
+async def test_per_model_settings(simulator: Simulator) -> None:
+    simulator.set_settings("simulated-large", load_seconds=30)
+    async with asyncio.timeout(TIMEOUT), lmstudio.AsyncClient(simulator.host_port) as client:
+        # The global load time stays fast: the reasoner unloads and reloads at once.
+        await client.llm.unload("simulated-reasoner")
+        await client.llm.model("simulated-reasoner")
+        model = lmstudio.AsyncLLM("simulated-large", client.llm)
+        stream = await model.respond_stream("slow load")
+        await stream.start()
+        await simulator.wait_for_async(lambda ps: len(ps) == 1)
+        await stream.cancel()
+        async for _fragment in stream:
+            pass
+    assert stream.result().stats.stop_reason == "userStopped"
+    assert {m["key"]: m["loaded"] for m in simulator.models()} == {
+        "simulated-llm": True,
+        "simulated-reasoner": True,
+        "simulated-large": False,
+    }

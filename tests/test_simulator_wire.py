@@ -82,7 +82,7 @@ async def test_replay_of_the_recorded_exchange_matches(simulator: Simulator) -> 
                 if nxt is not None and nxt.get("type") == "channelSend" and message["message"]["type"] == "fragment":
                     break
         await ws.close()
-    assert len(_collapse(expected)) == 10  # alreadyLoaded, close, then 2 × (progress, fragment, success, close)
+    assert len(_collapse(expected)) == 10  # alreadyLoaded, close, then 2 x (progress, fragment, success, close)
     assert _collapse(got) == _collapse(expected)
 
 
@@ -142,7 +142,7 @@ async def test_duplicate_cancel_gives_exactly_one_success(simulator: Simulator) 
         ws = await _open(simulator)
         for message in (predict, cancel, cancel):
             await ws.send(json.dumps(message))
-        received = []
+        received: list[dict[str, Any]] = []
         while not received or received[-1]["type"] != "channelClose":
             received.append(await _recv(ws))
         await ws.send(json.dumps(cancel))  # after the end: ignored, no reply

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from proxy.simulator.models import DEFAULT_MODELS, ModelSpec
 from proxy.simulator.server import Simulator
@@ -70,5 +71,9 @@ def run(args: argparse.Namespace) -> int:
         keys = ", ".join(m["key"] + ("" if m["loaded"] else " (not loaded)") for m in simulator.models())
         print(f"LM Studio simulator listening on {simulator.base_url} (models: {keys})", flush=True)
 
-    asyncio.run(simulator.serve(on_ready=banner))
+    try:
+        asyncio.run(simulator.serve(on_ready=banner))
+    except OSError as exc:  # typically: the port is taken
+        print(f"lmstudio-proxy simulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -68,6 +68,7 @@ class SimState:
             return self._faults.get(None, Faults())
 
     def refusing(self) -> bool:
+        """Connections are not per model: `refuse_connections` in any scope refuses them all."""
         with self._cond:
             return any(f.refuse_connections for f in self._faults.values())
 

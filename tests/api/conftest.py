@@ -17,15 +17,20 @@ from proxy.simulator import Simulator
 @pytest.fixture
 def make_harness(tmp_path: Path, simulator_factory: Callable[..., Simulator]) -> Iterator[Callable[..., Harness]]:
     servers: list[BackgroundServer] = []
+    harnesses: list[Harness] = []
 
     def make(config: Config | None = None, sim: Simulator | None = None, **sim_options: Any) -> Harness:
         sim = sim or simulator_factory(**sim_options)
         db = tmp_path / f"proxy{len(servers)}.sqlite3"
         server = BackgroundServer(config or make_config(), lmstudio_host=sim.host_port, database=db).start()
         servers.append(server)
-        return Harness(server, sim, db)
+        harnesses.append(Harness(server, sim, db))
+        return harnesses[-1]
 
     yield make
+    for harness in harnesses:
+        for close in harness.closers:
+            close()
     for server in servers:
         server.stop()
 

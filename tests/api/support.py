@@ -32,6 +32,7 @@ class Harness:
         self.sim = sim
         self.db = db
         self.url = server.base_url
+        self.closers: list[Any] = []
 
     def client(self, key: str | None = KEY, **kwargs: Any) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}

@@ -11,8 +11,15 @@ from aitronos.core.http_sse import EventSource
 from support import KEY, Harness
 
 
+def v5(harness: Harness) -> Aitronos:
+    """The v5 client over an httpx client the test closes (the SDK never closes its own)."""
+    http = httpx.Client(timeout=30)
+    harness.closers.append(http.close)
+    return Aitronos(api_key=KEY, base_url=harness.url, httpx_client=http)
+
+
 def test_v5_create_response_and_threads(harness: Harness) -> None:
-    client = Aitronos(api_key=KEY, base_url=harness.url)
+    client = v5(harness)
     body = client.responses.create_response(inputs=[{"role": "user", "content": "Hello [tokens=5]"}])
     assert body["success"] is True and body["status"] == "completed"
     assert len(body["response"]) > 0 and body["usage"]["output_tokens"] == 5
@@ -44,7 +51,7 @@ def test_v5_create_response_and_threads(harness: Harness) -> None:
 
 
 def test_v5_pagination(harness: Harness) -> None:
-    client = Aitronos(api_key=KEY, base_url=harness.url)
+    client = v5(harness)
     ids = [client.threads.create_thread(organization_id="org_a", title=f"t{i}").id for i in range(5)]
     page = client.threads.list_threads(limit=2)  # newest first
     assert [t.id for t in page.data] == ids[::-1][:2] and page.has_more is True
@@ -91,7 +98,7 @@ def test_freddy_parses_the_body(harness: Harness) -> None:
 
 
 def test_v5_streaming_transport(harness: Harness) -> None:
-    client = Aitronos(api_key=KEY, base_url=harness.url)
+    client = v5(harness)
     http = client._client_wrapper.httpx_client
     body = {"inputs": [{"role": "user", "content": "Stream me [tokens=30]"}], "stream": True}
     with http.stream("v1/model/response", method="POST", json=body) as response:
