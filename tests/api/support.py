@@ -88,3 +88,89 @@ def assert_well_terminated(events: list[dict[str, Any] | str]) -> dict[str, Any]
     assert len(terminal) == 1, terminal
     assert events[-2] is terminal[0]
     return terminal[0]
+
+
+class StreamReader:
+    """Streams one response in a background thread, so a test can cancel or disconnect meanwhile.
+
+    Tests synchronise on what has arrived (`wait_for`), never on time.
+    """
+
+    def __init__(self, h: Harness, body: dict[str, Any], key: str = KEY) -> None:
+        import threading
+
+        self.events: list[dict[str, Any] | str] = []
+        self.status = 0
+        self.error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._disconnect = False
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(h, {**body, "stream": True}, key), daemon=True)
+        self._thread.start()
+
+    def _run(self, h: Harness, body: dict[str, Any], key: str) -> None:
+        try:
+            with h.client(key) as client, client.stream("POST", "/v1/model/response", json=body) as response:
+                self.status = response.status_code
+                for event in read_events(response):
+                    with self._cond:
+                        self.events.append(event)
+                        self._cond.notify_all()
+                        if self._disconnect:
+                            break
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self.events) or self._done, timeout):
+                raise TimeoutError(f"stream condition not reached; events so far: {self.events[-3:]}")
+            if not predicate(self.events):
+                raise AssertionError(f"stream ended first: {self.events[-3:]} {self.error!r}")
+
+    def wait_event(self, name: str, timeout: float = 15.0) -> dict[str, Any]:
+        self.wait_for(lambda evs: events_named(evs, name), timeout)
+        return events_named(self.events, name)[0]
+
+    def wait_deltas(self, count: int) -> None:
+        self.wait_for(lambda evs: len(events_named(evs, "response.content_delta")) >= count)
+
+    @property
+    def thread_id(self) -> str:
+        thread_id: str = self.wait_event("response.processing")["thread_id"]
+        return thread_id
+
+    def disconnect(self) -> None:
+        """Close the connection after the next event arrives (what a browser tab closing does)."""
+        with self._cond:
+            self._disconnect = True
+
+    def join(self, timeout: float = 30.0) -> list[dict[str, Any] | str]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stream did not end"
+        if self.error is not None:
+            raise self.error
+        return self.events
+
+
+def assert_consistent(h: Harness) -> None:
+    """After a stream ends, whatever happened: nothing running anywhere, no orphans, no half-states."""
+    import sqlite3
+
+    wait_until(lambda: h.registry_size() == 0)
+    h.sim.wait_for(lambda rs: all(r["status"] != "running" for r in rs), timeout=15)
+    assert all(r["tokens_after_cancel"] == 0 for r in h.sim.predictions())
+    with sqlite3.connect(h.db) as db:
+        statuses = {s for (s,) in db.execute("SELECT status FROM responses")}
+        assert statuses <= {"completed", "cancelled", "failed"}, statuses
+        orphans = db.execute("SELECT COUNT(*) FROM messages WHERE thread_id NOT IN (SELECT id FROM threads)")
+        assert orphans.fetchone()[0] == 0
+        in_progress = db.execute("SELECT COUNT(*) FROM messages WHERE metadata LIKE '%\"in_progress\": true%'")
+        assert in_progress.fetchone()[0] == 0
+    with h.client() as client:
+        threads = client.get("/v1/threads", params={"limit": 100}).json()["data"]
+        assert all(t["status"] == "inactive" for t in threads)
