@@ -55,7 +55,6 @@ class CancelConfig:
 @dataclass(frozen=True)
 class StreamingConfig:
     heartbeat_seconds: float = 15.0
-    queue_size: int = 256
 
 
 @dataclass(frozen=True)
@@ -168,8 +167,6 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{src}: key 'cancel.{name}' must be a number > 0")
     if config.streaming.heartbeat_seconds <= 0:
         raise ConfigError(f"{src}: key 'streaming.heartbeat_seconds' must be a number > 0")
-    if config.streaming.queue_size < 1:
-        raise ConfigError(f"{src}: key 'streaming.queue_size' must be an integer >= 1")
     if config.limits.max_body_bytes < 1:
         raise ConfigError(f"{src}: key 'limits.max_body_bytes' must be an integer >= 1")
     if config.logging.level.lower() not in {"debug", "info", "warning", "error"}:
