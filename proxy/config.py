@@ -121,7 +121,9 @@ def _check(value: Any, tp: Any, where: str, source: str) -> Any:
     else:
         ok = isinstance(value, tp)
     if not ok:
-        raise ConfigError(f"{source}: key '{where}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        name = _type_name(tp)
+        article = "an" if name[0] in "aeiou" else "a"
+        raise ConfigError(f"{source}: key '{where}' must be {article} {name}, got {type(value).__name__} {value!r}")
     return value
 
 
