@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import api_responses, api_threads, openapi, playground
+from proxy import api_responses, api_threads, metrics, openapi, playground
 from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
@@ -54,6 +54,7 @@ class Proxy:
     registry: StreamRegistry
     catalog: ModelCatalog
     auth: Authenticator
+    metrics: metrics.Metrics
 
 
 def proxy_of(request: Request) -> Proxy:
@@ -89,9 +90,13 @@ class RequestContext:
     ServerErrorMiddleware would send a bare text page.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, requests_counter: Any = None, paths: dict[Any, str] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.requests = requests_counter  # Counter labelled (method, endpoint, status)
+        self.paths = paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,6 +143,9 @@ class RequestContext:
                 exc = InternalError("An unexpected error occurred. The request id is in trace_id.")
             await error_response(exc, trace_id)(scope, receive, send_with_id)
         finally:
+            if self.requests is not None:
+                endpoint = self.paths.get(scope.get("endpoint"), "unmatched")
+                self.requests.labels(scope["method"], endpoint, str(status)).inc()
             access_log.info(
                 "%s %s %d %.1fms %s",
                 scope["method"],
@@ -177,8 +185,12 @@ def create_app(
     db_path = database or config.database.path or default_database_path()
     store = Store(db_path)
     bridge = Bridge(config.lmstudio, host=lmstudio_host)
-    registry = StreamRegistry(config, store, bridge)
-    proxy = Proxy(config, store, bridge, registry, ModelCatalog(bridge, config), Authenticator(config.auth.api_keys))
+    app_metrics = metrics.Metrics()
+    registry = StreamRegistry(config, store, bridge, app_metrics)
+    app_metrics.watch(lambda: len(registry.streams), lambda: bridge.errors, lambda: bridge.reconnects)
+    proxy = Proxy(
+        config, store, bridge, registry, ModelCatalog(bridge, config), Authenticator(config.auth.api_keys), app_metrics
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -193,7 +205,23 @@ def create_app(
             await bridge.aclose()
             store.close()
 
-    middleware = [Middleware(RequestContext, max_body_bytes=config.limits.max_body_bytes)]
+    routes = [
+        *api_responses.routes,
+        *api_threads.routes,
+        *metrics.routes,
+        *openapi.routes,
+        *playground.routes,
+        *(extra_routes or []),
+    ]
+    paths = {getattr(r, "endpoint", None): getattr(r, "path", "") for r in routes}
+    middleware = [
+        Middleware(
+            RequestContext,
+            max_body_bytes=config.limits.max_body_bytes,
+            requests_counter=app_metrics.requests,
+            paths=paths,
+        )
+    ]
     if config.cors.allow_origins:
         middleware.append(
             Middleware(
@@ -204,7 +232,6 @@ def create_app(
                 expose_headers=["X-Request-Id"],
             )
         )
-    routes = [*api_responses.routes, *api_threads.routes, *openapi.routes, *playground.routes, *(extra_routes or [])]
     app = Starlette(
         routes=routes,
         middleware=middleware,

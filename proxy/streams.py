@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from proxy import sse
 from proxy.bridge import Bridge, Prediction
 from proxy.config import Config
 from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive
+from proxy.metrics import Metrics
 from proxy.render import render
 from proxy.store import Store, Usage
 
@@ -52,8 +52,11 @@ class Outbox:
         self._parts: list[list[str]] = []  # per item: pending text parts of a delta item
         self._ready = asyncio.Event()
         self.closed = False
+        self.pending_since = 0.0  # perf_counter() when the oldest waiting event was pushed
 
     def push(self, event: dict[str, Any]) -> None:
+        if not self._items:
+            self.pending_since = time.perf_counter()
         self._items.append(event)
         self._parts.append([])
         self._ready.set()
@@ -62,6 +65,8 @@ class Outbox:
         if self._items and self._items[-1]["event"] == event_name:
             self._parts[-1].append(text)
         else:
+            if not self._items:
+                self.pending_since = time.perf_counter()
             self._items.append({"event": event_name, field_name: ""})
             self._parts.append([text])
         self._ready.set()
@@ -128,6 +133,7 @@ class ActiveStream:
         self._deadline: asyncio.Timeout | None = None
         self._last_checkpoint = 0.0
         self._load_reported = -1.0
+        self.first_token_at: float | None = None
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -244,6 +250,8 @@ class ActiveStream:
                         rescheduled = now
                     kind = fragment.kind
                     if kind == "content":
+                        if self.first_token_at is None:
+                            self.first_token_at = time.monotonic()
                         self.parts.append(fragment.content)
                         self.outbox.push_text("response.content_delta", "delta", fragment.content)
                     elif kind == "reasoning":
@@ -394,7 +402,7 @@ class ActiveStream:
                 "code": "INTERNAL_ERROR",
             }
         self.phase = "done"
-        self.registry.finished(self)
+        self.registry.finished(self, usage)
         self.outbox.push(event)
         self.outbox.push({"event": "[DONE]"})
         self.outbox.close()
@@ -459,6 +467,7 @@ class ActiveStream:
 
     async def sse_body(self, heartbeat: float) -> Any:
         """The SSE byte chunks for this stream; stops the prediction if the client goes away."""
+        metrics = self.registry.metrics
         try:
             yield sse.frame(
                 {
@@ -475,6 +484,8 @@ class ActiveStream:
                     continue
                 if not batch:
                     return
+                if metrics is not None:
+                    metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
                 done = batch[-1]["event"] == "[DONE]"
                 if done:
                     batch.pop()
@@ -515,14 +526,14 @@ class StreamRegistry:
 
     REMEMBER_CANCELS_SECONDS = 600.0
 
-    def __init__(self, config: Config, store: Store, bridge: Bridge) -> None:
+    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
         self.store = store
         self.bridge = bridge
         self.streams: dict[str, ActiveStream] = {}
         self._ended: dict[str, _Ended] = {}
         self.accepting = True
-        self.on_finish: list[Callable[[ActiveStream], None]] = []
 
     def check_free(self, thread_id: str) -> None:
         if thread_id in self.streams:
@@ -539,9 +550,19 @@ class StreamRegistry:
         )
         return stream
 
-    def finished(self, stream: ActiveStream) -> None:
+    def finished(self, stream: ActiveStream, usage: Usage) -> None:
         if self.streams.get(stream.thread_id) is stream:
             del self.streams[stream.thread_id]
+        if self.metrics is not None:
+            m = self.metrics
+            m.streams.labels(stream.outcome or "unknown").inc()
+            m.tokens.inc(usage.output_tokens)
+            if stream.first_token_at is not None:
+                m.ttft.observe(stream.first_token_at - stream.spec.accepted_at)
+            if stream.outcome == "cancelled" and stream.stop_reason == "cancel" and stream.cancel_mode:
+                m.cancels.labels(stream.cancel_mode).inc()
+            elif stream.outcome == "cancelled" and stream.stop_reason == "disconnect":
+                m.disconnects.inc()
         if stream.outcome == "cancelled" and stream.stop_reason in ("cancel", "disconnect"):
             self._ended[stream.thread_id] = _Ended(
                 stream.spec.owner,
@@ -551,8 +572,6 @@ class StreamRegistry:
                 stream.cancel_body,
                 time.monotonic() + self.REMEMBER_CANCELS_SECONDS,
             )
-        for callback in self.on_finish:
-            callback(stream)
 
     def cancel_result(self, elapsed: float) -> tuple[str, dict[str, Any]]:
         """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body."""
@@ -583,6 +602,8 @@ class StreamRegistry:
             mode, body = self.cancel_result(ended.stop_elapsed)
             self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
             ended.body = body
+            if self.metrics is not None:
+                self.metrics.cancels.labels(mode).inc()
         return ended.body
 
     def for_owner(self, owner: str) -> list[ActiveStream]:
