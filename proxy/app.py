@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -174,6 +175,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(err, request.state.trace_id)
 
 
+async def _watch_for_exit(registry: StreamRegistry) -> None:
+    """On SIGTERM/SIGINT, end every stream *before* uvicorn starts waiting for connections to close.
+
+    uvicorn runs the lifespan's shutdown only after the open responses have finished, and an
+    SSE response never finishes by itself; so the signal is watched here (sse-starlette's
+    `AppStatus` records it) and the streams are stopped at once: LM Studio gets its cancel,
+    partial text is saved, and each client gets `response.error` SERVER_SHUTTING_DOWN + [DONE].
+    """
+    while not AppStatus.should_exit:  # noqa: ASYNC110 - a flag set by a signal handler; no event to await
+        await asyncio.sleep(0.1)
+    log.info("shutting down: stopping %d stream(s)", len(registry.streams))
+    await registry.shutdown()
+
+
 def create_app(
     config: Config,
     *,
@@ -198,9 +213,12 @@ def create_app(
         interrupted = store.recover_interrupted()
         if interrupted:
             log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+        watcher = asyncio.get_running_loop().create_task(_watch_for_exit(registry), name="exit-watcher")
         try:
             yield
         finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             await registry.shutdown()
             await bridge.aclose()
             store.close()

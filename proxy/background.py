@@ -117,6 +117,10 @@ class BackgroundServer:
         return loop
 
     def stop(self) -> None:
+        if self._server is not None and self._server.started and self._thread is not None:
+            # As on SIGTERM: end the streams first (uvicorn would wait for them to close).
+            with contextlib.suppress(Exception):  # a loop already gone has no streams left to end
+                self.run_in_loop(self.proxy.registry.shutdown())
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

@@ -29,6 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="run the proxy")
     serve_cli.add_arguments(srv)
     srv.set_defaults(run=serve_cli.run)
+
+    from proxy import doctor
+
+    chk = sub.add_parser("check", help="show which LM Studio and config the proxy would use, and any problem")
+    doctor.add_arguments(chk)
+    chk.set_defaults(run=lambda args: doctor.check(args, sys.stdout, sys.stderr))
+
+    mdl = sub.add_parser("models", help="list the models LM Studio has, and the configured aliases")
+    doctor.add_arguments(mdl)
+    mdl.set_defaults(run=lambda args: doctor.models(args, sys.stdout, sys.stderr))
     return parser
 
 

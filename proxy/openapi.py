@@ -816,6 +816,16 @@ PATHS: JSON = {
             (403, 404, 409),
         ),
     },
+    "/metrics": {
+        "get": _op(
+            "getMetrics",
+            "Prometheus metrics: requests, active streams, time to first token, relay latency, cancels",
+            "meta",
+            {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": STR}}}},
+            (),
+            public=True,
+        )
+    },
     "/openapi.json": {
         "get": _op(
             "getOpenAPI",

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import sys
+import time
+from typing import TextIO
 
 import uvicorn
 
 from proxy import config as config_module
 from proxy.app import create_app, default_database_path
+from proxy.bridge import Bridge
 from proxy.config import Config
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ProxyError
+from proxy.models import ModelCatalog
 
 log = logging.getLogger("proxy.serve")
 
@@ -24,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
     parser.add_argument("--simulate", action="store_true", help="start the built-in LM Studio simulator and use it")
     parser.add_argument("--database", metavar="PATH", help="SQLite file (default: database.path)")
+    parser.add_argument("--preload", metavar="MODEL", help="load MODEL (a key or an alias) in LM Studio before serving")
     parser.add_argument(
         "--allow-open", action="store_true", help="allow a non-loopback address with no auth.api_keys configured"
     )
@@ -54,9 +60,76 @@ def effective_config(args: argparse.Namespace) -> Config:
 
 
 def setup_logging(level: str) -> None:
+    """`level` is the proxy's own; libraries show only warnings unless it is debug.
+
+    httpx and the lmstudio SDK (one logger per class, so no common parent) log every websocket
+    they open at INFO: at the default level that buried the proxy's own lines.
+    """
+    own = logging.getLevelNamesMapping()[level.upper()]
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=own if own <= logging.DEBUG else max(own, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
+    logging.getLogger("proxy").setLevel(own)
+
+
+class LoadProgress:
+    """Shows LM Studio's load progress: a `\\r`-redrawn bar on a terminal, else a log line per quarter."""
+
+    WIDTH = 30
+
+    def __init__(self, model: str, stream: TextIO) -> None:
+        self.model = model
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._next_step = 0.25
+        self._drawn = False
+
+    def __call__(self, fraction: float) -> None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        if self.tty:
+            filled = round(fraction * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.stream.write(f"\rloading {self.model} [{bar}] {fraction:4.0%}")
+            self.stream.flush()
+            self._drawn = True
+        else:
+            while fraction >= self._next_step and self._next_step < 1.0:
+                log.info("loading model '%s': %d%%", self.model, round(self._next_step * 100))
+                self._next_step += 0.25
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+async def preload(config: Config, lmstudio_host: str | None, model: str, stream: TextIO) -> str:
+    """Load `model` (a key or an alias) in LM Studio, showing progress; return its key.
+
+    Runs on its own short-lived Bridge (and event loop): the app's Bridge must live on
+    uvicorn's loop. The model stays loaded in LM Studio after this Bridge closes.
+    """
+    bridge = Bridge(config.lmstudio, host=lmstudio_host)
+    progress = LoadProgress(model, stream)
+    try:
+        catalog = ModelCatalog(bridge, config)
+        key = await catalog.resolve(model)
+        if any(key in (m["identifier"], m["key"]) for m in catalog.loaded):
+            log.info("model '%s' is already loaded", key)
+            return key
+        log.info("loading model '%s'", key)
+        started = time.monotonic()
+        try:
+            await bridge.load(key, progress)
+        finally:
+            progress.finish()
+        log.info("loaded model '%s' in %.1f s", key, time.monotonic() - started)
+        return key
+    finally:
+        await bridge.aclose()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         simulator = Simulator(tokens_per_second=30.0).start()
         lmstudio_host = simulator.host_port
     try:
+        if args.preload:
+            try:
+                asyncio.run(preload(config, lmstudio_host, args.preload, sys.stderr))
+            except ProxyError as exc:
+                print(f"lmstudio-proxy: cannot preload '{args.preload}': {exc.message}", file=sys.stderr, flush=True)
+                return 1
         app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"

@@ -15,6 +15,7 @@ const ui = {
   keyInput: $("key-input"),
   changeKey: $("change-key"),
   model: $("model"),
+  modelPicker: $("model-picker"),
   newThread: $("new-thread"),
   threads: $("thread-list"),
   messages: $("messages"),
@@ -146,6 +147,9 @@ function setStreaming(on) {
   ui.stop.hidden = !on;
   ui.newThread.disabled = on;
   ui.model.disabled = on;
+  ui.changeKey.disabled = on;
+  // Screen readers announce the answer once it is complete, not token by token.
+  ui.messages.setAttribute("aria-busy", String(on));
   for (const button of ui.threads.querySelectorAll("button")) button.disabled = on;
 }
 
@@ -404,6 +408,7 @@ async function reloadShown(threadId) {
 
 function askForKey(message) {
   ui.app.hidden = true;
+  ui.modelPicker.hidden = true;
   ui.keyForm.hidden = false;
   ui.keyInput.value = state.key;
   if (message) setStatus(message);
@@ -413,6 +418,7 @@ function askForKey(message) {
 function start() {
   ui.keyForm.hidden = true;
   ui.app.hidden = false;
+  ui.modelPicker.hidden = false;
   refreshModels();
   refreshThreads();
   ui.prompt.focus();

@@ -166,8 +166,11 @@ def test_stop_late_keeps_the_partial_answer(browser: Browser, make_harness: Any,
     expect(bubbles(page, "assistant").get_by_test_id("message-content")).to_have_text(stored[1]["content"])
     expect(bubbles(page, "assistant").get_by_test_id("stopped-label")).to_be_visible()
 
-    # The conversation goes on in the same thread, and a normal answer completes.
+    # The conversation goes on in the same thread with the model picked, and a normal answer completes.
     h.sim.set_settings(tokens_per_second=0.0)
+    with h.client() as client:
+        model = client.get("/v1/models").json()["data"][-1]["id"]
+    page.get_by_test_id("model-select").select_option(model)
     page.get_by_test_id("prompt").fill("And now briefly [tokens=5]")
     page.get_by_test_id("prompt").press("Enter")
     expect(bubbles(page, "assistant")).to_have_count(2)
@@ -177,6 +180,7 @@ def test_stop_late_keeps_the_partial_answer(browser: Browser, make_harness: Any,
     with h.client() as client:
         stored = client.get(f"/v1/threads/{thread_id}/messages").json()["data"]
     assert len(stored) == 4
+    assert h.sim.predictions()[-1]["model"] == model
     expect(bubbles(page, "assistant").last.get_by_test_id("message-content")).to_have_text(stored[3]["content"])
 
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)

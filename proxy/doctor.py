@@ -1,0 +1,250 @@
+"""`lmstudio-proxy check` and `models`: what the proxy would use, and what is wrong with it.
+
+The checks read the config and ask LM Studio (through the bridge) what it has; they never
+change anything. A problem is an `error` (the proxy cannot work: the config does not load, or
+LM Studio does not answer) or a `warning` (some requests will fail, e.g. an alias pointing at
+a model LM Studio does not have). Only errors make the commands exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+from proxy import config as config_module
+from proxy.app import default_database_path
+from proxy.bridge import START_HINT, Bridge
+from proxy.config import Config
+from proxy.errors import BackendUnavailable, ConfigError
+from proxy.models import ModelCatalog
+from proxy.serve import is_loopback
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_CONFIG = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $LMSTUDIO_PROXY_CONFIG)")
+    parser.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong, and what to do about it."""
+
+    severity: Literal["error", "warning"]
+    message: str
+    fix: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """Everything `check` found out."""
+
+    config: Config
+    config_source: str
+    looked_at: str
+    host: str | None = None
+    loaded: list[dict[str, Any]] = field(default_factory=list)
+    downloaded: list[dict[str, Any]] = field(default_factory=list)
+    listing: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    config_failed: bool = False
+
+    @property
+    def reachable(self) -> bool:
+        return self.host is not None
+
+    @property
+    def exit_code(self) -> int:
+        if self.config_failed:
+            return EXIT_CONFIG
+        return EXIT_OK if self.reachable else EXIT_UNREACHABLE
+
+    def known(self, key: str) -> bool:
+        return any(key in (m["identifier"], m["key"]) for m in self.loaded) or any(
+            m["key"] == key for m in self.downloaded
+        )
+
+
+def _load_config(path: str | None) -> tuple[Config, Problem | None]:
+    try:
+        return config_module.load(path), None
+    except ConfigError as exc:
+        fix = "Fix that key in the file (every key, with its default, is in config.example.toml); "
+        fix += "the checks below use the defaults instead."
+        return Config(), Problem("error", str(exc), fix)
+
+
+def _config_problems(config: Config) -> list[Problem]:
+    problems = []
+    server = config.server
+    if not is_loopback(server.host) and not config.auth.api_keys:
+        if server.allow_open:
+            problems.append(
+                Problem(
+                    "warning",
+                    f"server.host is {server.host} (not loopback) with no auth.api_keys and server.allow_open set: "
+                    "anyone on the network can use LM Studio and read every thread.",
+                    "Configure auth.api_keys, or listen on 127.0.0.1.",
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    "error",
+                    f"server.host is {server.host} (not loopback) with no auth.api_keys: `serve` will refuse to start.",
+                    "Configure auth.api_keys, listen on 127.0.0.1, or pass --allow-open to `serve` (unsafe).",
+                )
+            )
+    return problems
+
+
+def _model_problems(report: Report) -> list[Problem]:
+    config = report.config
+    problems = []
+    available = ", ".join(m["id"] for m in report.listing) or "none"
+    for alias, key in sorted(config.models.aliases.items()):
+        if not report.known(key):
+            problems.append(
+                Problem(
+                    "warning",
+                    f"alias '{alias}' points at '{key}', which LM Studio does not have.",
+                    f"Download '{key}' in LM Studio (or `lms get {key}`), or point the alias at one of: {available}.",
+                )
+            )
+    default = config.lmstudio.default_model
+    if default:
+        key = config.models.aliases.get(default, default)
+        if key == default and not report.known(key):
+            problems.append(
+                Problem(
+                    "warning",
+                    f"lmstudio.default_model '{default}' is neither a model LM Studio has nor an alias: "
+                    "requests without `model` will fail.",
+                    f"Set lmstudio.default_model to one of: {available}.",
+                )
+            )
+    if not report.loaded and not report.downloaded:
+        problems.append(
+            Problem(
+                "warning",
+                "LM Studio has no LLM loaded or downloaded.",
+                "Download a model in LM Studio (Discover tab) or with `lms get MODEL`.",
+            )
+        )
+    return problems
+
+
+async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
+    """Load the config, ask LM Studio what it has, and collect the problems (never raises for them)."""
+    config, config_problem = _load_config(config_path)
+    if config_problem is None:
+        source = config.source or f"defaults (no --config, ${config_module.ENV_VAR} unset)"
+    else:
+        source = f"{config_path or os.environ.get(config_module.ENV_VAR)} (not usable)"
+    bridge = Bridge(config.lmstudio, host=lmstudio_host)
+    report = Report(config=config, config_source=source, looked_at=bridge.where())
+    if config_problem is not None:
+        report.problems.append(config_problem)
+        report.config_failed = True
+    else:
+        report.problems.extend(_config_problems(config))
+        report.config_failed = any(p.severity == "error" for p in report.problems)
+    catalog = ModelCatalog(bridge, config)
+    try:
+        await catalog.refresh()
+    except BackendUnavailable as exc:
+        if bridge.host is None:  # never connected
+            problem = Problem(
+                "error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or ""
+            )
+        else:
+            problem = Problem("error", f"LM Studio answered but failed: {exc.message}", START_HINT)
+        report.problems.append(problem)
+        report.host = None
+    else:
+        report.host = bridge.host
+        report.loaded, report.downloaded, report.listing = catalog.loaded, catalog.downloaded, catalog.listing()
+        report.problems.extend(_model_problems(report))
+    finally:
+        await bridge.aclose()
+    return report
+
+
+def _models_line(models: list[dict[str, Any]], name: str) -> str:
+    return ", ".join(f"{m[name]} ({m['display_name']}, {m['context_length']} tokens)" for m in models) or "none"
+
+
+def print_report(report: Report, out: TextIO) -> None:
+    status = f"answers (connected to {report.host})" if report.reachable else "does not answer"
+    not_loaded = [m for m in report.downloaded if not any(m["key"] == lm["key"] for lm in report.loaded)]
+    lines = [
+        f"config:      {report.config_source}",
+        f"LM Studio:   {report.looked_at} — {status}",
+    ]
+    if report.reachable:
+        lines.append(f"loaded:      {_models_line(report.loaded, 'identifier')}")
+        lines.append(f"downloaded:  {_models_line(not_loaded, 'key')}")
+    aliases = report.config.models.aliases
+    if aliases:
+        lines.append("aliases:     " + ", ".join(f"{a} → {k}" for a, k in sorted(aliases.items())))
+    default = report.config.lmstudio.default_model or "(none: the first loaded model)"
+    lines.append(f"default:     {default}")
+    lines.append(f"database:    {report.config.database.path or default_database_path()}")
+    lines.append("")
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        for p in report.problems:
+            lines.append(f"  {p.severity}: {p.message}")
+            if p.detail:
+                lines.append(f"    detail: {p.detail}")
+            lines.append(f"    fix: {p.fix}")
+    else:
+        lines.append("No problems found.")
+    print("\n".join(lines), file=out, flush=True)
+
+
+def print_models(report: Report, out: TextIO) -> None:
+    rows = [("MODEL", "DISPLAY NAME", "LOADED", "CONTEXT")]
+    rows += [
+        (m["id"], m["display_name"], "yes" if m["loaded"] else "no", str(m["context_length"])) for m in report.listing
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    aliases = report.config.models.aliases
+    if aliases:
+        width = max(len(a) for a in aliases)
+        lines += ["", "ALIASES"]
+        for alias, key in sorted(aliases.items()):
+            missing = "" if report.known(key) else "  (LM Studio does not have this model)"
+            lines.append(f"{alias.ljust(width)} → {key}{missing}")
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _print_errors(report: Report, err: TextIO) -> None:
+    for p in report.problems:
+        if p.severity == "error":
+            detail = f"\n  detail: {p.detail}" if p.detail else ""
+            print(f"lmstudio-proxy: {p.message}{detail}\n  fix: {p.fix}", file=err, flush=True)
+
+
+def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`lmstudio-proxy check`: print the report; non-zero on a config error or LM Studio not answering."""
+    report = asyncio.run(inspect(args.config, args.lmstudio))
+    print_report(report, out)
+    return report.exit_code
+
+
+def models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`lmstudio-proxy models`: the table of usable models and aliases; non-zero if LM Studio does not answer."""
+    report = asyncio.run(inspect(args.config, args.lmstudio))
+    _print_errors(report, err)
+    if report.reachable:
+        print_models(report, out)
+    return report.exit_code

@@ -1,0 +1,210 @@
+"""`lmstudio-proxy check`, `models` and `serve --preload`, against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.cli import main
+from proxy.config import ENV_VAR
+from proxy.serve import LoadProgress
+from proxy.simulator import Simulator
+
+TIMEOUT = 30
+
+
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_check_ok(simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{simulator.host_port} — answers" in out
+    assert "loaded:      simulated-llm (Simulated Llm, 4096 tokens), simulated-reasoner" in out
+    assert "downloaded:  simulated-large" in out
+    assert "defaults (no --config" in out
+    assert "No problems found." in out
+
+
+def test_check_lmstudio_down(free_port: Callable[[], int], capsys: pytest.CaptureFixture[str]) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    code = main(["check", "--lmstudio", host])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert f"error: LM Studio does not answer at {host}." in out
+    assert "Start LM Studio" in out
+    assert "lmstudio-proxy serve --simulate" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[server]\nport = "8000"\n', "server.port"),
+        ("[lmstudio]\nhots = 'x'\n", "lmstudio.hots"),
+    ],
+)
+def test_check_bad_config(
+    tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    path = write_config(tmp_path, text)
+    code = main(["check", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert f"{path} (not usable)" in out
+    assert f"error: {path}: " in out
+    assert f"key '{key}'" in out
+    assert "fix: Fix that key" in out
+    assert "— answers" in out  # LM Studio is still checked, with the defaults
+
+
+def test_check_open_host_without_keys(tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, '[server]\nhost = "0.0.0.0"\n')
+    code = main(["check", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert "server.host is 0.0.0.0 (not loopback) with no auth.api_keys" in out
+    assert "Configure auth.api_keys" in out
+
+
+def test_check_model_warnings(tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(
+        tmp_path,
+        '[lmstudio]\ndefault_model = "nope"\n[models.aliases]\nfast = "simulated-llm"\nghost = "no-such-model"\n',
+    )
+    code = main(["check", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 0, out  # warnings only: the proxy works, some requests will fail
+    assert "2 problem(s):" in out
+    assert "warning: alias 'ghost' points at 'no-such-model', which LM Studio does not have." in out
+    assert "warning: lmstudio.default_model 'nope'" in out
+    assert "alias 'fast'" not in out
+
+
+def test_models_table(tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, '[models.aliases]\nfast = "simulated-llm"\nghost = "no-such-model"\n')
+    code = main(["models", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["MODEL", "DISPLAY", "NAME", "LOADED", "CONTEXT"]
+    assert "simulated-llm       Simulated Llm       yes     4096" in lines
+    assert "simulated-large     Simulated Large     no      8192" in lines
+    assert "fast  → simulated-llm" in lines
+    assert "ghost → no-such-model  (LM Studio does not have this model)" in lines
+
+
+def test_models_lmstudio_down(free_port: Callable[[], int], capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["models", "--lmstudio", f"127.0.0.1:{free_port()}"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert "LM Studio does not answer" in captured.err
+    assert "--simulate" in captured.err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_load_progress_on_a_terminal() -> None:
+    stream = _Terminal()
+    progress = LoadProgress("m", stream)
+    for step in (0.0, 0.5, 1.0):
+        progress(step)
+    progress.finish()
+    frames = stream.getvalue().split("\r")[1:]
+    assert frames[1] == "loading m [" + "#" * 15 + "-" * 15 + "]  50%"
+    assert frames[2] == "loading m [" + "#" * 30 + "] 100%\n"
+
+
+def test_load_progress_as_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.StringIO()
+    progress = LoadProgress("m", stream)
+    with caplog.at_level(logging.INFO, logger="proxy.serve"):
+        for i in range(11):
+            progress(i / 10)
+        progress.finish()
+    assert stream.getvalue() == ""
+    assert [r.getMessage() for r in caplog.records] == [f"loading model 'm': {p}%" for p in (25, 50, 75)]
+
+
+def serve_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "proxy", "serve", *args]
+
+
+async def test_serve_preload(
+    tmp_path: Path, simulator_factory: Callable[..., Simulator], free_port: Callable[[], int]
+) -> None:
+    sim = simulator_factory(load_seconds=0.5)
+    assert {m["key"]: m["loaded"] for m in sim.models()}["simulated-large"] is False
+    command = serve_command(
+        "--preload", "simulated-large", "--lmstudio", sim.host_port,
+        "--port", str(free_port()), "--database", str(tmp_path / "proxy.sqlite3"),
+    )  # fmt: skip
+    # stderr into stdout: the log lines and the banner arrive in the order they were written.
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not lines or "lmstudio-proxy listening on" not in lines[-1]:
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"serve exited before its banner: {lines}"
+                lines.append(line)
+        log = "".join(lines)
+        assert "loading model 'simulated-large'\n" in log
+        assert "loading model 'simulated-large': 50%" in log  # not a TTY: plain log lines, no \r bar
+        assert "loaded model 'simulated-large' in" in log
+        assert "\r" not in log
+        assert {m["key"]: m["loaded"] for m in sim.models()}["simulated-large"] is True
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT):
+            await proc.communicate()
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
+
+
+def test_serve_preload_unknown_model(tmp_path: Path, simulator: Simulator, free_port: Callable[[], int]) -> None:
+    command = serve_command(
+        "--preload", "nosuch", "--lmstudio", simulator.host_port,
+        "--port", str(free_port()), "--database", str(tmp_path / "proxy.sqlite3"),
+    )  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""  # no banner: it never started serving
+    assert (
+        "lmstudio-proxy: cannot preload 'nosuch': Model 'nosuch' not found. Available: simulated-llm" in result.stderr
+    )
+
+
+def test_serve_preload_lmstudio_down(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    command = serve_command(
+        "--preload", "simulated-llm", "--lmstudio", f"127.0.0.1:{free_port()}",
+        "--port", str(free_port()), "--database", str(tmp_path / "proxy.sqlite3"),
+    )  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "cannot preload 'simulated-llm': LM Studio is not reachable" in result.stderr
+    assert "--simulate" in result.stderr
