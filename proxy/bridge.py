@@ -154,6 +154,8 @@ class Bridge:
         self.errors = 0
         self.last_error: str | None = None
         self._closing: set[asyncio.Task[None]] = set()  # close tasks of lost clients, awaited in aclose
+        self._loading: dict[str, asyncio.Task[Any]] = {}  # model loads in progress, shared by waiters
+        self._load_listeners: dict[str, set[Callable[[float], None]]] = {}
 
     def where(self) -> str:
         """Where the proxy looks for LM Studio, in words."""
@@ -217,6 +219,10 @@ class Bridge:
             task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
+        loads = list(self._loading.values())
+        for task in loads:
+            task.cancel()
+        await asyncio.gather(*loads, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await self._close(client)
@@ -290,14 +296,39 @@ class Bridge:
         return [m["identifier"] for m in loaded], [m["key"] for m in downloaded]
 
     async def load(self, key: str, on_progress: Callable[[float], None] | None = None) -> Any:
-        """The model handle for `key`, loading the model if LM Studio has it downloaded only."""
+        """The model handle for `key`, loading the model if LM Studio has it downloaded only.
+
+        A load is shared by every request that waits for the same model, and a waiter that
+        gives up (its stream was cancelled) does not abort it: the model is a shared resource,
+        and closing the load channel early would only make LM Studio answer into the void.
+        """
         handle = self._handles.get(key)
         if handle is not None:
             return handle
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(key), name=f"load-{key}")
+            self._loading[key] = task
+            task.add_done_callback(self._load_done)
+        listeners = self._load_listeners.setdefault(key, set())
+        if on_progress is not None:
+            listeners.add(on_progress)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            listeners.discard(on_progress)
 
+    def _load_done(self, task: asyncio.Task[Any]) -> None:
+        key = task.get_name().removeprefix("load-")
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every waiter may have gone
+
+    async def _load(self, key: str) -> Any:
         def progress(value: float) -> None:
-            if on_progress is not None:
-                on_progress(value)
+            for listener in list(self._load_listeners.get(key, ())):
+                listener(value)
 
         try:
             handle = await self._call(

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from proxy import config as config_module
@@ -76,9 +77,11 @@ def _load_config(path: str | None) -> tuple[Config, Problem | None]:
     try:
         return config_module.load(path), None
     except ConfigError as exc:
-        fix = "Fix that key in the file (every key, with its default, is in config.example.toml); "
-        fix += "the checks below use the defaults instead."
-        return Config(), Problem("error", str(exc), fix)
+        if path is not None and not Path(path).is_file():
+            fix = f"Check the path given with --config or ${config_module.ENV_VAR}"
+        else:
+            fix = "Fix that key in the file (every key, with its default, is in config.example.toml)"
+        return Config(), Problem("error", str(exc), fix + "; the checks below use the defaults instead.")
 
 
 def _config_problems(config: Config) -> list[Problem]:
@@ -143,11 +146,12 @@ def _model_problems(report: Report) -> list[Problem]:
 
 async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
     """Load the config, ask LM Studio what it has, and collect the problems (never raises for them)."""
+    config_path = config_path or os.environ.get(config_module.ENV_VAR) or None
     config, config_problem = _load_config(config_path)
     if config_problem is None:
         source = config.source or f"defaults (no --config, ${config_module.ENV_VAR} unset)"
     else:
-        source = f"{config_path or os.environ.get(config_module.ENV_VAR)} (not usable)"
+        source = f"{config_path} (not usable)"
     bridge = Bridge(config.lmstudio, host=lmstudio_host)
     report = Report(config=config, config_source=source, looked_at=bridge.where())
     if config_problem is not None:

@@ -74,6 +74,15 @@ def test_check_bad_config(
     assert "— answers" in out  # LM Studio is still checked, with the defaults
 
 
+def test_check_missing_config_file(tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "missing.toml")
+    code = main(["check", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert f"error: {path}: cannot read config file" in out
+    assert "fix: Check the path given with --config or $LMSTUDIO_PROXY_CONFIG" in out
+
+
 def test_check_open_host_without_keys(tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, '[server]\nhost = "0.0.0.0"\n')
     code = main(["check", "--config", path, "--lmstudio", simulator.host_port])

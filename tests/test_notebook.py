@@ -6,11 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "quickstart.ipynb"
 
@@ -29,13 +27,9 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # Appended (in memory only): which python the kernel ran, to prove it is this venv's.
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.prefix)"))
-    # The kernel must not pick up a user's Jupyter config, runtime dir or kernels.
+    # Keep the kernel away from the user's Jupyter config, and its connection files in tmp_path.
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "jupyter-config"))
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
-    # jupyter_core 5 warns (DeprecationWarning, an error here) where it would still use its legacy paths;
-    # opting in to the platformdirs paths is what it asks for and keeps the kernel lookup the same
-    # (the venv's share/jupyter/kernels/python3).
-    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     client = nbclient.NotebookClient(
         nb, kernel_name="python3", timeout=120, startup_timeout=60, resources={"metadata": {"path": str(tmp_path)}}
     )
