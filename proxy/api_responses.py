@@ -97,7 +97,6 @@ async def create_response(request: Request) -> Response:
 
 async def _wait_json(request: Request, stream: ActiveStream) -> Response:
     """Non-streaming: wait for the outcome; a client that goes away stops the prediction too."""
-    started = time.perf_counter()
     disconnect = asyncio.ensure_future(_wait_disconnect(request))
     finished = asyncio.ensure_future(stream.finished.wait())
     try:
@@ -141,8 +140,11 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
         ],
         "usage": usage,
     }
-    overhead = (time.perf_counter() - started) * 1000
-    return JSONResponse(body, headers={"X-Proxy-Overhead-Ms": f"{overhead:.2f}"})
+    response = JSONResponse(body)
+    # Time in the proxy outside LM Studio: before LM Studio was asked, and after it was done.
+    overhead = (stream.lm_started - request.state.started) + (time.perf_counter() - stream.lm_finished)
+    response.headers["X-Proxy-Overhead-Ms"] = f"{overhead * 1000:.2f}"
+    return response
 
 
 async def _wait_disconnect(request: Request) -> None:

@@ -104,8 +104,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         trace_id = "req_" + secrets.token_hex(8)
-        scope.setdefault("state", {})["trace_id"] = trace_id
         started = time.perf_counter()
+        scope.setdefault("state", {}).update(trace_id=trace_id, started=started)
         status = 0
         response_started = False
 

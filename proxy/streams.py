@@ -134,6 +134,8 @@ class ActiveStream:
         self._last_checkpoint = 0.0
         self._load_reported = -1.0
         self.first_token_at: float | None = None
+        self.lm_started = 0.0  # perf_counter() when LM Studio was first asked (load or predict)
+        self.lm_finished = 0.0  # perf_counter() when LM Studio's part was over
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -195,6 +197,8 @@ class ActiveStream:
         error: ProxyError | None = None
         usage = Usage()
         loop = asyncio.get_running_loop()
+        self.lm_started = time.perf_counter()
+        log.info("stream start thread=%s response=%s model=%s", self.thread_id, self.spec.response_id, self.spec.model)
         try:
             handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
             if handle is not None and not self._stop_requested.is_set():
@@ -214,6 +218,7 @@ class ActiveStream:
         finally:
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
                 await self.prediction.cancel()
+        self.lm_finished = time.perf_counter()
         self._finish(store, usage, error)
 
     async def _until_stopped(self, coro: Any) -> Any:

@@ -1,0 +1,101 @@
+"""Fuzz the running proxy with schemathesis, driven by its own OpenAPI document.
+
+Every operation gets a bounded, derandomized batch of generated requests (valid and invalid) against
+a real uvicorn server backed by the simulator at full speed. Each response must not be a 5xx, every
+error must be the envelope with the matching status and trace id, 2xx bodies must match the
+document, and a rejected request must leave the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from proxy import openapi
+from proxy.background import BackgroundServer
+
+KEY = "test-key-one"
+# As tests/conftest.py: tokens as fast as possible, near-instant loads and prompt processing.
+FAST = {"tokens_per_second": 0.0, "load_seconds": 0.05, "prompt_seconds": 0.0}
+ERROR_FIELDS = {"code", "message", "system_message", "type", "status", "details", "trace_id", "timestamp"}
+
+# The same document the server renders at /openapi.json (test_served_document_is_the_fuzzed_one checks it);
+# loading it at import time lets pytest list one test per operation.
+schema = schemathesis.openapi.from_dict(openapi.document())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
+    """One proxy + simulator for the whole module (per-case servers would cost more than the cases)."""
+    db = tmp_path_factory.mktemp("fuzz") / "proxy.sqlite3"
+    with BackgroundServer(simulate=True, simulator_options=FAST, database=db) as running:
+        running.fuzz_db = db  # type: ignore[attr-defined]
+        yield running
+
+
+def dump(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return list(conn.iterdump())
+
+
+def wait_idle(server: BackgroundServer, timeout: float = 10.0) -> None:
+    """Wait until no stream runs (a finished stream may still be saving after its [DONE])."""
+    deadline = time.monotonic() + timeout
+    while server.proxy.registry.streams:
+        if time.monotonic() > deadline:
+            raise TimeoutError("a stream is still registered")
+        time.sleep(0.01)
+
+
+def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every 4xx/5xx body is the error envelope, with the HTTP status and the X-Request-Id as trace_id."""
+    if response.status_code < 400:
+        return None
+    body = response.json()
+    assert isinstance(body, dict), body
+    assert set(body) == {"success", "error"}, body
+    assert body["success"] is False, body
+    error = body["error"]
+    assert set(error) == ERROR_FIELDS, error
+    assert error["status"] == response.status_code, error
+    assert error["trace_id"] == response.headers["x-request-id"][0], (error, response.headers)
+    assert all(isinstance(error[k], str) and error[k] for k in ("code", "message", "system_message", "type"))
+    assert isinstance(error["details"], dict), error
+    return True
+
+
+CHECKS = [not_a_server_error, error_envelope, response_schema_conformance]
+
+
+def test_served_document_is_the_fuzzed_one(server: BackgroundServer) -> None:
+    served = httpx.get(f"{server.base_url}/openapi.json").json()
+    assert served == openapi.document()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api(case: schemathesis.Case, server: BackgroundServer) -> None:
+    wait_idle(server)
+    db = server.fuzz_db  # type: ignore[attr-defined]
+    before = dump(db)
+    response = case.call(base_url=server.base_url, headers={"X-API-Key": KEY}, timeout=30)
+    case.validate_response(response, checks=CHECKS, headers={"X-API-Key": KEY})
+    if 400 <= response.status_code < 500:
+        wait_idle(server)
+        assert dump(db) == before, f"{case.method} {case.path} answered {response.status_code} but stored something"
