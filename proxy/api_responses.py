@@ -88,6 +88,7 @@ async def create_response(request: Request) -> Response:
         prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens, None),
         output_mode=req.output_mode,
         trace_id=request.state.trace_id,
+        streaming=req.stream,
     )
     stream = proxy.registry.start(spec)
     if req.stream:

@@ -107,6 +107,7 @@ class StreamSpec:
     prediction_config: dict[str, Any]
     output_mode: str
     trace_id: str
+    streaming: bool = True
     accepted_at: float = field(default_factory=time.monotonic)
 
 
@@ -372,6 +373,27 @@ class ActiveStream:
                 event["usage"] = usage_json(usage)
             elif self.outcome == "cancelled":
                 event = self._record_stop(store, usage, duration, text)
+            elif not s.streaming and not self.parts and not self.reasoning:
+                # Nothing was generated and the client gets an HTTP error (which v5 retries):
+                # keep nothing of it but the failed usage row, so a retry duplicates nothing.
+                assert error is not None
+                store.finish_response(
+                    s.response_id,
+                    status="failed",
+                    usage=usage,
+                    duration=duration,
+                    text=None,
+                    error=error.message,
+                    delete_thread_if_empty=s.thread_created,
+                )
+                self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
+                event = {
+                    "event": "response.error",
+                    "status": "failed",
+                    "thread_id": s.thread_id,
+                    "message": error.message,
+                    "code": error.code,
+                }
             else:
                 assert error is not None
                 store.finish_response(

@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from proxy import openapi
+from proxy import openapi, sse
 from proxy.background import BackgroundServer
 
 KEY = "test-key-one"
 # As tests/conftest.py: tokens as fast as possible, near-instant loads and prompt processing.
 FAST = {"tokens_per_second": 0.0, "load_seconds": 0.05, "prompt_seconds": 0.0}
+TERMINAL = ("response.completed", "response.error", "response.cancelled")
+STREAM_EVENT = jsonschema.Draft202012Validator(
+    {"$ref": "#/components/schemas/StreamEvent", "components": openapi.document()["components"]}
+)
 ERROR_FIELDS = {"code", "message", "system_message", "type", "status", "details", "trace_id", "timestamp"}
 
 # The same document the server renders at /openapi.json (test_served_document_is_the_fuzzed_one checks it);
@@ -74,7 +79,28 @@ def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
     return True
 
 
-CHECKS = [not_a_server_error, error_envelope, response_schema_conformance]
+def json_schema_conformance(ctx: Any, response: Any, case: Any) -> bool | None:
+    """schemathesis's response_schema_conformance, except on event streams (checked by sse_stream)."""
+    if response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
+        return None
+    return response_schema_conformance(ctx, response, case)
+
+
+def sse_stream(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A 200 event stream: StreamEvent frames, exactly one terminal event, then [DONE]."""
+    if not response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
+        return None
+    events = sse.parse(response.content)
+    assert events and events[-1] == "[DONE]", events[-3:]
+    assert all(isinstance(e, dict) for e in events[:-1]), events
+    for event in events[:-1]:
+        STREAM_EVENT.validate(event)
+    terminal = [e for e in events[:-1] if isinstance(e, dict) and e["event"] in TERMINAL]
+    assert len(terminal) == 1 and terminal[0] is events[-2], events[-3:]
+    return True
+
+
+CHECKS = [not_a_server_error, error_envelope, json_schema_conformance, sse_stream]
 
 
 def test_served_document_is_the_fuzzed_one(server: BackgroundServer) -> None:
@@ -96,6 +122,10 @@ def test_api(case: schemathesis.Case, server: BackgroundServer) -> None:
     before = dump(db)
     response = case.call(base_url=server.base_url, headers={"X-API-Key": KEY}, timeout=30)
     case.validate_response(response, checks=CHECKS, headers={"X-API-Key": KEY})
+    import collections, os
+    if os.environ.get("FUZZ_STATS"):
+        with open("/tmp/fuzz_stats.txt", "a") as f:
+            f.write(f"{case.method} {case.path} {response.status_code} {response.elapsed:.3f}\n")
     if 400 <= response.status_code < 500:
         wait_idle(server)
         assert dump(db) == before, f"{case.method} {case.path} answered {response.status_code} but stored something"

@@ -1,0 +1,178 @@
+"""Crashes, shutdowns and LM Studio restarts, with the proxy as a real subprocess where it matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import KEY, Harness, StreamReader, wait_until
+
+from proxy.simulator import Simulator
+
+
+class ProxyProcess:
+    """`python -m proxy serve` in a subprocess; ready once its banner says where it listens."""
+
+    def __init__(self, sim: Simulator, db: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proxy",
+                "serve",
+                "--lmstudio",
+                sim.host_port,
+                "--port",
+                str(port),
+                "--database",
+                str(db),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # the banner is printed just before uvicorn binds
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError(f"the proxy exited: {self.proc.wait()}")
+        wait_until(self._answers, timeout=20)
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ProxyProcess]]:
+    started: list[ProxyProcess] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+class _Stream:
+    """A stream read in the test thread's background, over a given base URL (not a Harness)."""
+
+    def __init__(self, url: str, body: dict[str, Any]) -> None:
+        shim = type(
+            "H",
+            (),
+            {"client": lambda self, key=KEY: httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)},
+        )()
+        self.reader = StreamReader(shim, body)  # type: ignore[arg-type]
+
+
+def test_kill_9_mid_stream_then_restart(
+    tmp_path: Path, simulator_factory: Any, free_port: Any, processes: list[ProxyProcess]
+) -> None:
+    sim = simulator_factory(tokens_per_second=40.0)
+    db = tmp_path / "proxy.sqlite3"
+    first = ProxyProcess(sim, db, free_port())
+    processes.append(first)
+    stream = _Stream(first.url, {"inputs": [{"role": "user", "content": "crash me [tokens=2000]"}]}).reader
+    thread_id = stream.thread_id
+
+    def checkpointed() -> str:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT content FROM messages WHERE thread_id = ? AND role = 'assistant'", (thread_id,)
+            ).fetchone()
+        return row[0] if row and row[0] else ""
+
+    wait_until(checkpointed, timeout=20)
+    first.proc.kill()  # SIGKILL: no cleanup of any kind
+    first.proc.wait(10)
+    with pytest.raises(httpx.TransportError):
+        stream.join()  # the connection died with the process
+    saved = checkpointed()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    second = ProxyProcess(sim, db, free_port())
+    processes.append(second)
+    with second.client() as client:
+        messages = client.get(f"/v1/threads/{thread_id}/messages").json()["data"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[0]["content"] == "crash me [tokens=2000]"
+        assert messages[1]["content"].startswith(saved) and messages[1]["metadata"]["interrupted"] is True
+        assert client.get(f"/v1/threads/{thread_id}").json()["status"] == "inactive"
+        usage = client.get("/v1/usage", params={"thread_id": thread_id}).json()["data"]
+        assert usage[0]["status"] == "interrupted"
+        again = client.post(
+            "/v1/model/response",
+            json={"thread_id": thread_id, "inputs": [{"role": "user", "content": "again [tokens=2]"}]},
+        )
+        assert again.status_code == 200 and again.json()["status"] == "completed"
+
+
+def test_sigterm_with_open_streams(
+    tmp_path: Path, simulator_factory: Any, free_port: Any, processes: list[ProxyProcess]
+) -> None:
+    sim = simulator_factory(tokens_per_second=40.0)
+    db = tmp_path / "proxy.sqlite3"
+    proc = ProxyProcess(sim, db, free_port())
+    processes.append(proc)
+    readers = [
+        _Stream(proc.url, {"inputs": [{"role": "user", "content": f"s{i} [tokens=2000]"}]}).reader for i in range(5)
+    ]
+    for reader in readers:
+        reader.wait_deltas(2)
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(timeout=15) in (0, -15)
+    for reader in readers:
+        events = reader.join()
+        assert events[-1] == "[DONE]"
+        assert events[-2]["event"] == "response.error" and events[-2]["code"] == "SERVER_SHUTTING_DOWN"
+    records = sim.wait_for(lambda rs: len(rs) == 5 and all(r["status"] != "running" for r in rs))
+    assert all(r["status"] == "cancelled" and r["tokens_after_cancel"] == 0 for r in records)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT content, metadata FROM messages WHERE role = 'assistant'").fetchall()
+        statuses = [s for (s,) in conn.execute("SELECT status FROM responses")]
+    assert len(rows) == 5 and all(content and json.loads(meta)["interrupted"] for content, meta in rows)
+    assert statuses == ["cancelled"] * 5
+
+
+def test_lmstudio_restarted_while_the_proxy_runs(make_harness: Any, free_port: Any) -> None:
+    port = free_port()
+    sim = Simulator(port=port, tokens_per_second=0.0).start()
+    h: Harness = make_harness(sim=sim)
+    with h.client() as client:
+        ok = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "1 [tokens=2]"}]})
+        assert ok.status_code == 200
+        sim.stop()
+        for _ in range(2):
+            down = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "2"}]})
+            assert down.status_code == 503 and down.json()["error"]["code"] == "MODEL_BACKEND_UNAVAILABLE"
+        with Simulator(port=port, tokens_per_second=0.0):
+            back = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "3 [tokens=2]"}]})
+            assert back.status_code == 200 and back.json()["status"] == "completed"
+        threads = client.get("/v1/threads").json()["data"]
+        assert len(threads) == 2  # the refused requests stored nothing
