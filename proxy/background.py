@@ -50,8 +50,10 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         simulator_options: dict[str, Any] | None = None,
+        socket_options: list[tuple[int, int, int]] | None = None,
     ) -> None:
         self.config = config or Config()
+        self._socket_options = socket_options or []  # set on the listening socket; accepted ones inherit
         self.simulator: Any = None
         if simulate:
             from proxy.simulator import Simulator
@@ -84,6 +86,8 @@ class BackgroundServer:
         self.app = create_app(self.config, lmstudio_host=host, database=self._database)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for level, option, value in self._socket_options:
+            sock.setsockopt(level, option, value)
         sock.bind((self._host, self._port))
         self.port = sock.getsockname()[1]
         started = threading.Event()

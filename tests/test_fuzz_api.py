@@ -123,6 +123,7 @@ def test_api(case: schemathesis.Case, server: BackgroundServer) -> None:
     response = case.call(base_url=server.base_url, headers={"X-API-Key": KEY}, timeout=30)
     case.validate_response(response, checks=CHECKS, headers={"X-API-Key": KEY})
     import collections, os
+
     if os.environ.get("FUZZ_STATS"):
         with open("/tmp/fuzz_stats.txt", "a") as f:
             f.write(f"{case.method} {case.path} {response.status_code} {response.elapsed:.3f}\n")

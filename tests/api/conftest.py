@@ -19,10 +19,17 @@ def make_harness(tmp_path: Path, simulator_factory: Callable[..., Simulator]) ->
     servers: list[BackgroundServer] = []
     harnesses: list[Harness] = []
 
-    def make(config: Config | None = None, sim: Simulator | None = None, **sim_options: Any) -> Harness:
+    def make(
+        config: Config | None = None,
+        sim: Simulator | None = None,
+        socket_options: list[tuple[int, int, int]] | None = None,
+        **sim_options: Any,
+    ) -> Harness:
         sim = sim or simulator_factory(**sim_options)
         db = tmp_path / f"proxy{len(servers)}.sqlite3"
-        server = BackgroundServer(config or make_config(), lmstudio_host=sim.host_port, database=db).start()
+        server = BackgroundServer(
+            config or make_config(), lmstudio_host=sim.host_port, database=db, socket_options=socket_options
+        ).start()
         servers.append(server)
         harnesses.append(Harness(server, sim, db))
         return harnesses[-1]
