@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Harness, make_config
+from support import Harness, ProxyProcess, make_config
 
 from proxy.background import BackgroundServer
 from proxy.config import Config
@@ -45,3 +45,11 @@ def make_harness(tmp_path: Path, simulator_factory: Callable[..., Simulator]) ->
 @pytest.fixture
 def harness(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ProxyProcess]]:
+    started: list[ProxyProcess] = []
+    yield started
+    for p in started:
+        p.stop()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +99,7 @@ class StreamReader:
     Tests synchronise on what has arrived (`wait_for`), never on time.
     """
 
-    def __init__(self, h: Harness, body: dict[str, Any], key: str = KEY) -> None:
+    def __init__(self, h: Harness | UrlClients, body: dict[str, Any], key: str = KEY) -> None:
         import threading
 
         self.events: list[dict[str, Any] | str] = []
@@ -108,7 +111,7 @@ class StreamReader:
         self._thread = threading.Thread(target=self._run, args=(h, {**body, "stream": True}, key), daemon=True)
         self._thread.start()
 
-    def _run(self, h: Harness, body: dict[str, Any], key: str) -> None:
+    def _run(self, h: Harness | UrlClients, body: dict[str, Any], key: str) -> None:
         try:
             with h.client(key) as client, client.stream("POST", "/v1/model/response", json=body) as response:
                 self.status = response.status_code
@@ -174,3 +177,64 @@ def assert_consistent(h: Harness) -> None:
     with h.client() as client:
         threads = client.get("/v1/threads", params={"limit": 100}).json()["data"]
         assert all(t["status"] == "inactive" for t in threads)
+
+
+class ProxyProcess:
+    """`python -m proxy serve` in a subprocess; ready once its banner says where it listens."""
+
+    def __init__(self, sim: Simulator, db: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "proxy",
+                "serve",
+                "--lmstudio",
+                sim.host_port,
+                "--port",
+                str(port),
+                "--database",
+                str(db),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # the banner is printed just before uvicorn binds
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError(f"the proxy exited: {self.proc.wait()}")
+        wait_until(self._answers, timeout=20)
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class UrlClients:
+    """Something with `.client(key)` for a proxy given by URL (a subprocess, not a Harness)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def client(self, key: str | None = KEY) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"X-API-Key": key} if key else {}, timeout=60)

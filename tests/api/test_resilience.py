@@ -3,91 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import KEY, Harness, StreamReader, wait_until
+from support import Harness, ProxyProcess, StreamReader, UrlClients, wait_until
 
 from proxy.simulator import Simulator
-
-
-class ProxyProcess:
-    """`python -m proxy serve` in a subprocess; ready once its banner says where it listens."""
-
-    def __init__(self, sim: Simulator, db: Path, port: int, *extra: str) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "--lmstudio",
-                sim.host_port,
-                "--port",
-                str(port),
-                "--database",
-                str(db),
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # the banner is printed just before uvicorn binds
-            if "listening on" in line:
-                break
-        else:
-            raise AssertionError(f"the proxy exited: {self.proc.wait()}")
-        wait_until(self._answers, timeout=20)
-
-    def _answers(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-class _Stream:
-    """A stream read in the test thread's background, over a given base URL (not a Harness)."""
-
-    def __init__(self, url: str, body: dict[str, Any]) -> None:
-        shim = type(
-            "H",
-            (),
-            {"client": lambda self, key=KEY: httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60)},
-        )()
-        self.reader = StreamReader(shim, body)  # type: ignore[arg-type]
 
 
 def test_kill_9_mid_stream_then_restart(
@@ -97,7 +22,7 @@ def test_kill_9_mid_stream_then_restart(
     db = tmp_path / "proxy.sqlite3"
     first = ProxyProcess(sim, db, free_port())
     processes.append(first)
-    stream = _Stream(first.url, {"inputs": [{"role": "user", "content": "crash me [tokens=2000]"}]}).reader
+    stream = StreamReader(UrlClients(first.url), {"inputs": [{"role": "user", "content": "crash me [tokens=2000]"}]})
     thread_id = stream.thread_id
 
     def checkpointed() -> str:
@@ -141,7 +66,8 @@ def test_sigterm_with_open_streams(
     proc = ProxyProcess(sim, db, free_port())
     processes.append(proc)
     readers = [
-        _Stream(proc.url, {"inputs": [{"role": "user", "content": f"s{i} [tokens=2000]"}]}).reader for i in range(5)
+        StreamReader(UrlClients(proc.url), {"inputs": [{"role": "user", "content": f"s{i} [tokens=2000]"}]})
+        for i in range(5)
     ]
     for reader in readers:
         reader.wait_deltas(2)

@@ -6,7 +6,6 @@ import socket
 from typing import Any
 
 import httpx
-
 from support import Harness, assert_consistent, assert_well_terminated, deltas, read_events
 
 
