@@ -1,0 +1,50 @@
+"""Body limits, CORS and key handling at the edges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from support import KEY, Harness, make_config
+
+
+def test_chunked_body_over_the_limit_is_refused_while_reading(make_harness: Any) -> None:
+    h: Harness = make_harness(make_config(limits={"max_body_bytes": 2048}))
+    sent = []
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):  # 100 KiB offered; the proxy stops reading past 2 KiB
+            sent.append(1)
+            yield b" " * 1024
+
+    with h.client() as client:
+        response = client.post("/v1/model/response", content=chunks(), headers={"Content-Type": "application/json"})
+        assert response.status_code == 413 and response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+        assert client.get("/v1/threads").json()["data"] == []
+
+
+def test_cors_is_off_unless_origins_are_configured(make_harness: Any) -> None:
+    preflight = {"Origin": "http://example.test", "Access-Control-Request-Method": "POST"}
+    closed: Harness = make_harness()
+    with closed.client() as client:
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/v1/threads", headers={"Origin": "http://example.test"}).headers
+        )
+        assert "access-control-allow-origin" not in client.options("/v1/threads", headers=preflight).headers
+    opened: Harness = make_harness(make_config(cors={"allow_origins": ["http://example.test"]}))
+    with opened.client() as client:
+        response = client.options("/v1/threads", headers=preflight)
+        assert response.headers["access-control-allow-origin"] == "http://example.test"
+        other = client.get("/v1/threads", headers={"Origin": "http://elsewhere.test"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_configured_keys_and_every_header_form(make_harness: Any) -> None:
+    h: Harness = make_harness(make_config(auth={"api_keys": [KEY]}))
+    for headers in ({"X-API-Key": KEY}, {"x-api-key": KEY}, {"api-key": KEY}, {"Authorization": f"Bearer {KEY}"}):
+        assert httpx.get(h.url + "/v1/threads", headers=headers).status_code == 200, headers
+    for headers in ({"X-API-Key": "not-configured"}, {"Authorization": "Basic abc"}, {"X-API-Key": ""}, {}):
+        response = httpx.get(h.url + "/v1/threads", headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
