@@ -82,26 +82,21 @@ class Prediction:
         self._cancel_sent = False
         self.generated_tokens = 0
 
-    async def fragments(self, timeout: float) -> AsyncIterator[Fragment]:
-        """Yield fragments until LM Studio sends its final result; each wait bounded by `timeout`."""
-        iterator = self._stream.__aiter__()
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    fragment = await iterator.__anext__()
-            except StopAsyncIteration:
-                return
-            except TimeoutError as exc:
-                raise BackendUnavailable(
-                    f"LM Studio sent nothing for {timeout:g} s; the prediction was abandoned."
-                ) from exc
-            except lmstudio.LMStudioServerError as exc:
-                raise BackendUnavailable(f"LM Studio failed the prediction: {exc}") from exc
-            except TRANSPORT_ERRORS as exc:
-                self._on_lost()
-                raise BackendUnavailable(f"The connection to LM Studio was lost: {exc}") from exc
-            self.generated_tokens += fragment.tokens_count
-            yield Fragment(fragment.content, fragment.tokens_count, _KINDS.get(fragment.reasoning_type, "content"))
+    async def fragments(self) -> AsyncIterator[Fragment]:
+        """Yield fragments until LM Studio sends its final result.
+
+        The caller bounds the waits: one deadline for the whole stream, rescheduled as tokens
+        arrive, costs far less than a timeout around every token.
+        """
+        try:
+            async for fragment in self._stream:
+                self.generated_tokens += fragment.tokens_count
+                yield Fragment(fragment.content, fragment.tokens_count, _KINDS.get(fragment.reasoning_type, "content"))
+        except lmstudio.LMStudioServerError as exc:
+            raise BackendUnavailable(f"LM Studio failed the prediction: {exc}") from exc
+        except TRANSPORT_ERRORS as exc:
+            self._on_lost()
+            raise BackendUnavailable(f"The connection to LM Studio was lost: {exc}") from exc
 
     async def cancel(self) -> None:
         """Send LM Studio's `cancel` once (later calls do nothing); never raises."""

@@ -33,7 +33,7 @@ from typing import Any
 from proxy import sse
 from proxy.bridge import Bridge, Prediction
 from proxy.config import Config
-from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive
+from proxy.errors import BackendUnavailable, InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive
 from proxy.metrics import Metrics
 from proxy.render import render
 from proxy.store import Store, Usage
@@ -135,6 +135,8 @@ class ActiveStream:
         self._last_checkpoint = 0.0
         self._load_reported = -1.0
         self.first_token_at: float | None = None
+        self.silence_error: ProxyError | None = None  # set when LM Studio went silent mid-stream
+        self._silence_cancel: asyncio.Task[None] | None = None
         self.lm_started = 0.0  # perf_counter() when LM Studio was first asked (load or predict)
         self.lm_finished = 0.0  # perf_counter() when LM Studio's part was over
 
@@ -211,12 +213,16 @@ class ActiveStream:
                 if self._stop_requested.is_set():
                     await self.prediction.cancel()
                 usage = await self._drain(self.prediction, loop)
+                if self.silence_error is not None:
+                    error = self.silence_error
         except ProxyError as exc:
             error = exc
         except Exception as exc:  # a bug: still end the stream cleanly, and say so in the log
             log.exception("stream %s failed", self.spec.response_id)
             error = ProxyError(f"Internal error while streaming: {exc}")
         finally:
+            if self._silence_cancel is not None:
+                await self._silence_cancel
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
                 await self.prediction.cancel()
         self.lm_finished = time.perf_counter()
@@ -236,24 +242,31 @@ class ActiveStream:
         return work.result() if not work.cancelled() else None
 
     async def _drain(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> Usage:
+        """Relay fragments until LM Studio's final result; the only place that iterates the SDK stream.
+
+        Two clocks guard it. A watchdog notices a silent LM Studio (`fragment_timeout_seconds`)
+        and *sends the cancel* first: cancelling the iteration itself would close the channel
+        without telling LM Studio (the SDK's trap). The hard deadline exists only once a cancel
+        has been sent, and bounds the drain to `drain_timeout_seconds`.
+        """
         config = self.registry.config
         fragment_timeout = config.lmstudio.fragment_timeout_seconds
+        watchdog = loop.call_at(loop.time() + fragment_timeout, self._on_silence, prediction, loop)
         try:
             async with asyncio.timeout(None) as deadline:
                 self._deadline = deadline
                 if self._stop_requested.is_set():
                     deadline.reschedule(loop.time() + config.cancel.drain_timeout_seconds)
-                else:
-                    deadline.reschedule(loop.time() + fragment_timeout)
-                rescheduled = loop.time()
+                fed = loop.time()
                 self.phase = "generating"
-                async for fragment in prediction.fragments(fragment_timeout):
-                    if self._stop_requested.is_set():
+                async for fragment in prediction.fragments():
+                    if self._stop_requested.is_set() or self.silence_error is not None:
                         continue  # after the cancel: not part of the answer (the SDK drops them too)
                     now = loop.time()
-                    if now - rescheduled > 1.0:
-                        deadline.reschedule(now + fragment_timeout)
-                        rescheduled = now
+                    if now - fed > 1.0:  # re-arm the watchdog about once a second, not per token
+                        watchdog.cancel()
+                        watchdog = loop.call_at(now + fragment_timeout, self._on_silence, prediction, loop)
+                        fed = now
                     kind = fragment.kind
                     if kind == "content":
                         if self.first_token_at is None:
@@ -270,8 +283,6 @@ class ActiveStream:
                     if now - self._last_checkpoint >= CHECKPOINT_SECONDS and kind == "content":
                         self._checkpoint(now)
         except TimeoutError:
-            if not self._stop_requested.is_set():
-                raise ProxyError("LM Studio stopped sending fragments; the prediction was abandoned.") from None
             log.warning(
                 "LM Studio did not finish the stream %s within the drain timeout after cancel",
                 self.spec.response_id,
@@ -279,8 +290,21 @@ class ActiveStream:
             await prediction.aclose()
             return Usage(output_tokens=prediction.generated_tokens, stop_reason="userStopped")
         finally:
+            watchdog.cancel()
             self._deadline = None
         return prediction.usage()
+
+    def _on_silence(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> None:
+        """LM Studio sent nothing for too long: fail the stream, but stop LM Studio first."""
+        if self._stop_requested.is_set() or self.silence_error is not None:
+            return
+        timeout = self.registry.config.lmstudio.fragment_timeout_seconds
+        self.silence_error = BackendUnavailable(
+            f"LM Studio sent nothing for {timeout:g} s; the prediction was stopped."
+        )
+        if self._deadline is not None:
+            self._deadline.reschedule(loop.time() + self.registry.config.cancel.drain_timeout_seconds)
+        self._silence_cancel = loop.create_task(prediction.cancel())  # awaited by run()
 
     def _checkpoint(self, now: float) -> None:
         self._last_checkpoint = now

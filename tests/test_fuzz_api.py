@@ -36,7 +36,13 @@ ERROR_FIELDS = {"code", "message", "system_message", "type", "status", "details"
 
 # The same document the server renders at /openapi.json (test_served_document_is_the_fuzzed_one checks it);
 # loading it at import time lets pytest list one test per operation.
-schema = schemathesis.openapi.from_dict(openapi.document())
+import os
+schema = schemathesis.openapi.from_dict(
+    openapi.document(),
+    config=schemathesis.config.SchemathesisConfig.from_dict(
+        {"max-stream-events": 100_000, "phases": {"coverage": {"enabled": os.environ.get("COV", "1") == "1"}}}
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +50,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
     """One proxy + simulator for the whole module (per-case servers would cost more than the cases)."""
     db = tmp_path_factory.mktemp("fuzz") / "proxy.sqlite3"
     with BackgroundServer(simulate=True, simulator_options=FAST, database=db) as running:
-        running.fuzz_db = db  # type: ignore[attr-defined]
+        running.snapshots = Snapshots(db)  # type: ignore[attr-defined]
         yield running
+        running.snapshots.conn.close()  # type: ignore[attr-defined]
 
 
-def dump(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        return list(conn.iterdump())
+class Snapshots:
+    """The database as SQL text, re-dumped only when another connection has committed since the last dump.
+
+    `PRAGMA data_version` changes exactly when another connection (the server's) commits, so most
+    rejected requests cost one pragma instead of two full dumps.
+    """
+
+    def __init__(self, db: Path) -> None:
+        self.conn = sqlite3.connect(db, check_same_thread=False)
+        self.version = -1
+        self.dump: list[str] = []
+
+    def current(self) -> list[str]:
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.version:
+            self.version, self.dump = version, list(self.conn.iterdump())
+        return self.dump
 
 
 def wait_idle(server: BackgroundServer, timeout: float = 10.0) -> None:
@@ -123,8 +144,8 @@ def test_served_document_is_the_fuzzed_one(server: BackgroundServer) -> None:
 )
 def test_api(case: schemathesis.Case, server: BackgroundServer) -> None:
     wait_idle(server)
-    db = server.fuzz_db  # type: ignore[attr-defined]
-    before = dump(db)
+    snapshots: Snapshots = server.snapshots  # type: ignore[attr-defined]
+    before = snapshots.current()
     response = case.call(base_url=server.base_url, headers={"X-API-Key": KEY}, timeout=30)
     case.validate_response(response, checks=CHECKS, headers={"X-API-Key": KEY})
     import collections, os
@@ -134,4 +155,4 @@ def test_api(case: schemathesis.Case, server: BackgroundServer) -> None:
             f.write(f"{case.method} {case.path} {response.status_code} {response.elapsed:.3f}\n")
     if 400 <= response.status_code < 500:
         wait_idle(server)
-        assert dump(db) == before, f"{case.method} {case.path} answered {response.status_code} but stored something"
+        assert snapshots.current() == before, f"{case.method} {case.path} answered {response.status_code} but stored something"

@@ -195,3 +195,14 @@ def test_keys_are_stored_only_as_hashes(harness: Harness) -> None:
         client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "x [tokens=1]"}]})
     dump = "\n".join(sqlite3.connect(harness.db).iterdump())
     assert KEY not in dump and json.dumps(KEY)[1:-1] not in dump
+
+
+def test_a_stalled_prediction_is_abandoned_and_cancelled(make_harness: Any) -> None:
+    h: Harness = make_harness(make_config(lmstudio={"fragment_timeout_seconds": 0.5}))
+    h.sim.set_faults(None, stall=True)
+    with h.client() as client:
+        events = stream_all(client, {"inputs": [{"role": "user", "content": "stall"}]})
+    terminal = assert_well_terminated(events)
+    assert terminal["event"] == "response.error" and "sent nothing" in terminal["message"]
+    record = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] != "running")[-1]
+    assert record["status"] == "cancelled"  # LM Studio was told to stop, not left running
