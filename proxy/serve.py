@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import signal
 import sys
 import time
 from typing import TextIO
@@ -132,6 +133,10 @@ async def preload(config: Config, lmstudio_host: str | None, model: str, stream:
         await bridge.aclose()
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
     config = effective_config(args)
     setup_logging(config.logging.level)
@@ -161,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
+        # uvicorn re-raises a SIGTERM once its graceful shutdown is done; by then the streams have
+        # been ended and saved, so the process exits 0 rather than dying of the signal.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(
             app,
             host=config.server.host,

@@ -191,7 +191,7 @@ async def test_serve_preload(
             proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(TIMEOUT):
             await proc.communicate()
-    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a graceful shutdown
+    assert proc.returncode == 0  # a graceful stop on SIGTERM exits 0
 
 
 def test_serve_preload_unknown_model(tmp_path: Path, simulator: Simulator, free_port: Callable[[], int]) -> None:
