@@ -138,6 +138,10 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # uvicorn re-raises a SIGTERM once its graceful shutdown is done; by then the streams have
+    # been ended and saved, so the process exits 0 rather than dying of the signal (and a
+    # SIGTERM before uvicorn has started is a clean exit too).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     config = effective_config(args)
     setup_logging(config.logging.level)
     simulator = None
@@ -166,9 +170,6 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        # uvicorn re-raises a SIGTERM once its graceful shutdown is done; by then the streams have
-        # been ended and saved, so the process exits 0 rather than dying of the signal.
-        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.run(
             app,
             host=config.server.host,

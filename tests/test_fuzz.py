@@ -20,14 +20,14 @@ from proxy.errors import InvalidRequest, ValidationError
 from proxy.inputs import OUTPUT_MODE_NAMES, ROLES, CreateRequest, PageParams, parse_create, parse_json_object, parse_page
 
 # Deterministic in CI: a fixed derandomized run, no example database written into the checkout.
-fuzz = settings(max_examples=300, deadline=None, derandomize=True, database=None)
+fuzz = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 # Text without lone surrogates, but with what breaks line-based formats: CR, LF, CRLF, NEL, U+2028.
 TRICKY = st.sampled_from(["\n", "\r", "\r\n", "\n\n", "data: ", "[DONE]", "\x85", "\u2028", "\u2029", "é", "😀", '"'])
 text = st.one_of(st.text(st.characters(exclude_categories=["Cs"]), max_size=20), st.lists(TRICKY).map("".join))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=20
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=10
 )
 # Anything json.loads can produce: NaN and the infinities included.
 loaded_values = st.recursive(
@@ -171,22 +171,17 @@ events = st.lists(
     st.builds(
         lambda name, fields: {"event": name, **fields},
         st.sampled_from(["response.content_delta", "response.completed", "reasoning.content"]) | text,
-        st.dictionaries(text, json_values, max_size=4),
+        st.dictionaries(text, json_values, max_size=3),
     ),
-    max_size=5,
+    max_size=4,
 )
 
 
 @fuzz
 @given(events)
-def test_sse_frames_parse_back_to_the_events(evs: list[dict[str, Any]]) -> None:
+def test_sse_frames_are_one_data_line_each_and_parse_back_to_the_events(evs: list[dict[str, Any]]) -> None:
     assert sse.parse(sse.frames(evs) + sse.DONE) == [*evs, "[DONE]"]
     assert sse.parse((sse.frames(evs) + sse.DONE).decode().replace("\n", "\r\n")) == [*evs, "[DONE]"]
-
-
-@fuzz
-@given(events)
-def test_every_sse_frame_is_one_data_line_then_a_blank_line(evs: list[dict[str, Any]]) -> None:
     for ev in evs:
         wire = sse.frame(ev).decode()
         # SSE line ends are CR, LF and CRLF (WHATWG HTML, "Parsing an event stream").
