@@ -40,8 +40,8 @@ import lmstudio
 
 DEFAULT_STREAMS = (1, 8, 32, 128)
 DEFAULT_TOKENS = 1000  # per stream, in the throughput runs
-DEFAULT_REPEAT = 200  # TTFT pairs, cancels and disconnects
-MIN_RELAY_TOKENS = 32_000  # a throughput level repeats its batch until this many tokens were relayed
+DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
+MIN_RELAY_SECONDS = 1.0  # a throughput level repeats its direct batch this long; the proxy runs as many rounds
 TTFT_TOKENS = 8
 LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long before the end
 DELTAS_BEFORE_STOP = 3
@@ -547,17 +547,21 @@ class Bench:
         return {"direct": d, "proxy": p, "overhead": overhead}
 
     async def _relay(self, count: int) -> dict[str, Any]:
-        rounds = max(1, math.ceil(MIN_RELAY_TOKENS / (count * self.tokens)))
-        self.say(f"relay: {count} stream(s) x {self.tokens} tokens x {rounds} round(s), direct then proxy")
-        result: dict[str, Any] = {"streams": count, "rounds": rounds}
+        """`count` concurrent streams, direct then through the proxy, in as many rounds as fill MIN_RELAY_SECONDS."""
+        self.say(f"relay: {count} stream(s) x {self.tokens} tokens, direct then proxy")
+        result: dict[str, Any] = {"streams": count}
+        rounds = 0
         for side in ("direct", "proxy"):
             tokens, seconds = 0, 0.0
             cpu_before = self.proxy.cpu_seconds()
-            for r in range(rounds):
+            r = 0
+            while (side == "direct" and seconds < MIN_RELAY_SECONDS) or r < rounds:
                 started = time.perf_counter()
                 samples = await self._batch(side, count, self.tokens, f"relay{count}.{r}")
                 seconds += time.perf_counter() - started
                 tokens += sum(s.tokens for s in samples)
+                r += 1
+            rounds = r
             cpu = self.proxy.cpu_seconds() - cpu_before
             result[side] = {
                 "tokens": tokens,
@@ -568,6 +572,7 @@ class Bench:
                 result["proxy_cpu_seconds"] = round(cpu, 3)
                 result["proxy_cpu_us_per_token"] = round(cpu / tokens * 1e6, 2) if tokens else None
                 result["proxy_cpu_busy"] = round(cpu / seconds, 3)
+        result["rounds"] = rounds
         result["ratio"] = round(result["proxy"]["tokens_per_second"] / result["direct"]["tokens_per_second"], 3)
         await self._clear_records()
         return result

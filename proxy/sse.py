@@ -17,7 +17,12 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def frame(event: dict[str, Any]) -> bytes:
-    return b"data: " + _dumps(event).encode() + b"\n\n"
+    text = _dumps(event)
+    if not text.isascii():
+        # Valid in SSE, but line splitters such as httpx's `iter_lines` (used by the v5 SDK)
+        # also break lines at these; JSON escapes keep every frame on one line for everyone.
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+    return b"data: " + text.encode() + b"\n\n"
 
 
 def frames(events: Iterable[dict[str, Any]]) -> bytes:

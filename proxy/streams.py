@@ -25,6 +25,7 @@ How a stream ends (do not "fix" these without reading why):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,15 @@ from typing import Any
 from proxy import sse
 from proxy.bridge import Bridge, Prediction
 from proxy.config import Config
-from proxy.errors import BackendUnavailable, InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive
+from proxy.errors import (
+    BackendUnavailable,
+    InsufficientPermissions,
+    InternalError,
+    ProxyError,
+    ResourceNotFound,
+    ShuttingDown,
+    StreamAlreadyActive,
+)
 from proxy.metrics import Metrics
 from proxy.render import render
 from proxy.store import Store, Usage
@@ -353,105 +362,25 @@ class ActiveStream:
         if self.stop_reason is not None:
             self.outcome = "cancelled"
             if usage.stop_reason is None:
-                usage = Usage(
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    "userStopped",
-                    usage.time_to_first_token,
-                    usage.tokens_per_second,
-                )
+                usage = dataclasses.replace(usage, stop_reason="userStopped")
         elif error is not None:
             self.outcome = "failed"
         else:
             self.outcome = "completed"
         try:
             if self.outcome == "completed":
-                rendered, blocks = render(text, s.output_mode)
-                mid = store.finish_response(
-                    s.response_id,
-                    status="completed",
-                    usage=usage,
-                    duration=duration,
-                    text=text,
-                    metadata={"model": s.model, "stop_reason": usage.stop_reason},
-                )
-                self.final = {
-                    "status": "completed",
-                    "text": text,
-                    "rendered": rendered,
-                    "blocks": blocks,
-                    "usage": usage,
-                    "message_id": mid,
-                }
-                event = {
-                    "event": "response.completed",
-                    "status": "completed",
-                    "thread_id": s.thread_id,
-                    "response_id": s.response_id,
-                }
-                if s.output_mode in ("structured", "blocks"):
-                    event["response_blocks"] = blocks
-                else:
-                    event["response"] = rendered
-                event["reasoning_content"] = "".join(self.reasoning) or None
-                event["usage"] = usage_json(usage)
+                event = self._record_completion(store, usage, duration, text)
             elif self.outcome == "cancelled":
                 event = self._record_stop(store, usage, duration, text)
-            elif not s.streaming and not self.parts and not self.reasoning:
-                # Nothing was generated and the client gets an HTTP error (which v5 retries):
-                # keep nothing of it but the failed usage row, so a retry duplicates nothing.
-                assert error is not None
-                store.finish_response(
-                    s.response_id,
-                    status="failed",
-                    usage=usage,
-                    duration=duration,
-                    text=None,
-                    error=error.message,
-                    delete_thread_if_empty=s.thread_created,
-                )
-                self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
-                event = {
-                    "event": "response.error",
-                    "status": "failed",
-                    "thread_id": s.thread_id,
-                    "message": error.message,
-                    "code": error.code,
-                }
             else:
                 assert error is not None
-                store.finish_response(
-                    s.response_id,
-                    status="failed",
-                    usage=usage,
-                    duration=duration,
-                    text=text,
-                    metadata={
-                        "failed": True,
-                        "error": {"code": error.code, "message": error.message},
-                        "partial_content_length": len(text),
-                    },
-                    error=error.message,
-                )
-                self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
-                event = {
-                    "event": "response.error",
-                    "status": "failed",
-                    "thread_id": s.thread_id,
-                    "message": error.message,
-                    "code": error.code,
-                }
-        except Exception as exc:  # the store failed: the client must still get a terminal event
+                event = self._record_failure(store, usage, duration, text, error)
+        except Exception:  # the store failed: the client must still get a terminal event
             log.exception("recording the outcome of %s failed", s.response_id)
             self.outcome = "failed"
-            self.final = {"status": "failed", "text": text, "usage": usage, "error": ProxyError(str(exc))}
-            event = {
-                "event": "response.error",
-                "status": "failed",
-                "thread_id": s.thread_id,
-                "message": "The proxy could not record the response.",
-                "code": "INTERNAL_ERROR",
-            }
+            error = InternalError("The proxy could not record the response.")
+            self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
+            event = self._error_event(error)
         self.phase = "done"
         self.registry.finished(self, usage)
         self.outbox.push(event)
@@ -460,13 +389,58 @@ class ActiveStream:
         self.finished.set()
         log.info(
             "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
-            s.thread_id,
-            s.response_id,
-            s.model,
-            self.outcome,
-            usage.stop_reason,
-            usage.output_tokens,
-        )
+            s.thread_id, s.response_id, s.model, self.outcome, usage.stop_reason, usage.output_tokens,
+        )  # fmt: skip
+
+    def _record_completion(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
+        s = self.spec
+        rendered, blocks = render(text, s.output_mode)
+        mid = store.finish_response(
+            s.response_id, status="completed", usage=usage, duration=duration, text=text,
+            metadata={"model": s.model, "stop_reason": usage.stop_reason},
+        )  # fmt: skip
+        self.final = {
+            "status": "completed", "text": text, "rendered": rendered, "blocks": blocks, "usage": usage,
+            "message_id": mid,
+        }  # fmt: skip
+        event: dict[str, Any] = {
+            "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
+            "response_id": s.response_id,
+        }  # fmt: skip
+        if s.output_mode in ("structured", "blocks"):
+            event["response_blocks"] = blocks
+        else:
+            event["response"] = rendered
+        event["reasoning_content"] = "".join(self.reasoning) or None
+        event["usage"] = usage_json(usage)
+        return event
+
+    def _record_failure(
+        self, store: Store, usage: Usage, duration: float, text: str, error: ProxyError
+    ) -> dict[str, Any]:
+        s = self.spec
+        if not s.streaming and not self.parts and not self.reasoning:
+            # Nothing was generated and the client gets an HTTP error (which v5 retries):
+            # keep nothing of it but the failed usage row, so a retry duplicates nothing.
+            store.finish_response(
+                s.response_id, status="failed", usage=usage, duration=duration, text=None,
+                error=error.message, delete_thread_if_empty=s.thread_created,
+            )  # fmt: skip
+        else:
+            metadata = {
+                "failed": True, "error": {"code": error.code, "message": error.message},
+                "partial_content_length": len(text),
+            }  # fmt: skip
+            store.finish_response(
+                s.response_id, status="failed", usage=usage, duration=duration, text=text, metadata=metadata,
+                error=error.message,
+            )  # fmt: skip
+        self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
+        return self._error_event(error)
+
+    def _error_event(self, error: ProxyError) -> dict[str, Any]:
+        return {"event": "response.error", "status": "failed", "thread_id": self.thread_id,
+                "message": error.message, "code": error.code}  # fmt: skip
 
     def _record_stop(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
         s = self.spec
@@ -499,13 +473,7 @@ class ActiveStream:
             )
         self.final = {"status": "cancelled", "text": text, "usage": usage}
         if self.stop_reason == "shutdown":
-            return {
-                "event": "response.error",
-                "status": "failed",
-                "thread_id": s.thread_id,
-                "message": "The proxy is shutting down.",
-                "code": "SERVER_SHUTTING_DOWN",
-            }
+            return self._error_event(ShuttingDown("The proxy is shutting down."))
         return {
             "event": "response.cancelled",
             "status": "cancelled",

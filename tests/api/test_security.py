@@ -11,6 +11,7 @@ from support import KEY, Harness, make_config
 
 def test_chunked_body_over_the_limit_is_refused_while_reading(make_harness: Any) -> None:
     h: Harness = make_harness(make_config(limits={"max_body_bytes": 2048}))
+
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
         for _ in range(100):
             yield b" " * 1024
