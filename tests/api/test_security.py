@@ -46,3 +46,25 @@ def test_configured_keys_and_every_header_form(make_harness: Any) -> None:
     for headers in ({"X-API-Key": "not-configured"}, {"Authorization": "Basic abc"}, {"X-API-Key": ""}, {}):
         response = httpx.get(h.url + "/v1/threads", headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "AUTHENTICATION_REQUIRED"
+
+
+def test_logs_never_contain_api_keys(make_harness: Any, caplog: Any) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    h: Harness = make_harness()
+    secret = "sk-very-secret-key-123"
+    with h.client(secret) as client:
+        client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "x [tokens=2]"}]})
+        client.get("/v1/threads/thrd_nope")
+        client.get("/v1/threads", headers={"Authorization": f"Bearer {secret}"})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /v1/model/response 200" in text and "stream end" in text  # the lines are there...
+    assert secret not in text  # ...and the key is not
+
+
+def test_non_streaming_reports_proxy_overhead(harness: Harness) -> None:
+    with harness.client() as client:
+        response = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "x [tokens=2]"}]})
+    overhead = float(response.headers["x-proxy-overhead-ms"])
+    assert 0 <= overhead < float(response.elapsed.total_seconds() * 1000)
