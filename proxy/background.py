@@ -84,7 +84,8 @@ class BackgroundServer:
             self.simulator.start()
             host = host or self.simulator.host_port
         self.app = create_app(self.config, lmstudio_host=host, database=self._database)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no Nagle delays).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for level, option, value in self._socket_options:
             sock.setsockopt(level, option, value)

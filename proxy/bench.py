@@ -39,7 +39,7 @@ import httpx
 import lmstudio
 
 DEFAULT_STREAMS = (1, 8, 32, 128)
-DEFAULT_TOKENS = 1000  # per stream, in the throughput runs
+DEFAULT_TOKENS = 500  # per stream, in the throughput runs
 DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
 MIN_RELAY_SECONDS = 1.0  # a throughput level repeats its direct batch this long; the proxy runs as many rounds
 TTFT_TOKENS = 8
@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             child.check_running()
     except BenchError as exc:
         print(f"lmstudio-proxy bench: {exc}", file=sys.stderr, flush=True)
+        for child in children:
+            if tail := child.log_tail():
+                print(f"--- the {child.name}'s last output:\n{tail}", file=sys.stderr, flush=True)
         return 1
     finally:
         for child in reversed(children):
@@ -360,10 +363,11 @@ class Bench:
         self.proxy_url = proxy_url
         self.sim_url = sim_url
         self.log = log
+        self.began = time.perf_counter()
         self.run_id = uuid.uuid4().hex[:8]  # makes every prompt unique, to find its simulator record
 
     def say(self, text: str) -> None:
-        print(f"bench: {text}", file=self.log, flush=True)
+        print(f"bench: [{time.perf_counter() - self.began:6.1f} s] {text}", file=self.log, flush=True)
 
     async def run(self) -> dict[str, Any]:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
@@ -547,43 +551,55 @@ class Bench:
         return {"direct": d, "proxy": p, "overhead": overhead}
 
     async def _relay(self, count: int) -> dict[str, Any]:
-        """`count` concurrent streams, direct then through the proxy, in as many rounds as fill MIN_RELAY_SECONDS."""
+        """`count` concurrent streams, direct then through the proxy, in as many rounds as fill MIN_RELAY_SECONDS.
+
+        A failure of the proxy here is a finding, not the end of the run: it is reported in the row.
+        """
         self.say(f"relay: {count} stream(s) x {self.tokens} tokens, direct then proxy")
-        result: dict[str, Any] = {"streams": count}
-        rounds = 0
-        for side in ("direct", "proxy"):
-            tokens, seconds = 0, 0.0
-            cpu_before = self.proxy.cpu_seconds()
-            r = 0
-            while (side == "direct" and seconds < MIN_RELAY_SECONDS) or r < rounds:
-                started = time.perf_counter()
-                samples = await self._batch(side, count, self.tokens, f"relay{count}.{r}")
-                seconds += time.perf_counter() - started
-                tokens += sum(s.tokens for s in samples)
-                r += 1
-            rounds = r
+        result: dict[str, Any] = {"streams": count, "proxy": None, "ratio": None, "proxy_error": None}
+        result["direct"], rounds = await self._relay_side("direct", count, 0)
+        cpu_before = self.proxy.cpu_seconds()
+        try:
+            result["proxy"], _ = await self._relay_side("proxy", count, rounds)
+        except BenchError as exc:
+            result["proxy_error"] = str(exc)
+            await self._wait_proxy_idle()
+        else:
             cpu = self.proxy.cpu_seconds() - cpu_before
-            result[side] = {
-                "tokens": tokens,
-                "seconds": round(seconds, 4),
-                "tokens_per_second": round(tokens / seconds),
-            }
-            if side == "proxy":
-                result["proxy_cpu_seconds"] = round(cpu, 3)
-                result["proxy_cpu_us_per_token"] = round(cpu / tokens * 1e6, 2) if tokens else None
-                result["proxy_cpu_busy"] = round(cpu / seconds, 3)
+            seconds, tokens = result["proxy"]["seconds"], result["proxy"]["tokens"]
+            result["proxy_cpu_seconds"] = round(cpu, 3)
+            result["proxy_cpu_us_per_token"] = round(cpu / tokens * 1e6, 2) if tokens else None
+            result["proxy_cpu_busy"] = round(cpu / seconds, 3)
+            result["ratio"] = round(result["proxy"]["tokens_per_second"] / result["direct"]["tokens_per_second"], 3)
         result["rounds"] = rounds
-        result["ratio"] = round(result["proxy"]["tokens_per_second"] / result["direct"]["tokens_per_second"], 3)
         await self._clear_records()
         return result
 
+    async def _relay_side(self, side: str, count: int, rounds: int) -> tuple[dict[str, Any], int]:
+        """Batches of `count` streams: `rounds` of them, or (rounds=0) as many as fill MIN_RELAY_SECONDS."""
+        tokens, seconds, done = 0, 0.0, 0
+        while done < rounds or (not rounds and seconds < MIN_RELAY_SECONDS):
+            started = time.perf_counter()
+            samples = await self._batch(side, count, self.tokens, f"relay{count}.{done}")
+            seconds += time.perf_counter() - started
+            tokens += sum(s.tokens for s in samples)
+            done += 1
+        return {"tokens": tokens, "seconds": round(seconds, 4), "tokens_per_second": round(tokens / seconds)}, done
+
     async def _cancel(self) -> dict[str, Any]:
         self.say(f"cancel: {self.repeat} samples")
-        samples = [await self._cancel_one(i) for i in range(self.repeat)]
+        samples: list[tuple[float, float, float]] = []
+        error = None
+        try:
+            for i in range(self.repeat):
+                samples.append(await self._cancel_one(i))
+        except BenchError as exc:  # a finding about the proxy: report it with the samples so far
+            error = f"after {len(samples)} samples: {exc}"
         return {
             "to_lmstudio": _ms([s[0] for s in samples]) if self.sim_url else None,
             "answered": _ms([s[1] for s in samples]),
             "cancelled_event": _ms([s[2] for s in samples]),
+            "error": error,
         }
 
     async def _cancel_one(self, i: int) -> tuple[float, float, float]:
@@ -613,19 +629,27 @@ class Bench:
     async def _disconnect(self) -> dict[str, Any]:
         self.say(f"disconnect: {self.repeat} samples")
         to_lmstudio: list[float] = []
-        for i in range(self.repeat):
-            marker = f"bench {self.run_id} disconnect {i}"
-            sample = await self._proxy(
-                f"{marker} [tokens={LONG_TOKENS}]", None, close_when=lambda s: s.deltas >= DELTAS_BEFORE_STOP
-            )
-            if not sample.closed_wall:
-                raise BenchError(f"a stream to disconnect ended with {sample.terminal or 'no terminal event'}")
-            record = await self._record(marker, lambda r: r["status"] != "running")
-            if record["cancel_received_at"] is None:
-                raise BenchError(f"the simulator got no cancel after a disconnect: {record['status']}")
-            to_lmstudio.append(record["cancel_received_at"] - sample.closed_wall)
-            await self._clear_records()
-        return {"to_lmstudio": _ms(to_lmstudio)}
+        error = None
+        try:
+            for i in range(self.repeat):
+                to_lmstudio.append(await self._disconnect_one(i))
+        except BenchError as exc:  # a finding about the proxy: report it with the samples so far
+            error = f"after {len(to_lmstudio)} samples: {exc}"
+        return {"to_lmstudio": _ms(to_lmstudio), "error": error}
+
+    async def _disconnect_one(self, i: int) -> float:
+        """Close a long stream after its first deltas: seconds until LM Studio got the cancel."""
+        marker = f"bench {self.run_id} disconnect {i}"
+        sample = await self._proxy(
+            f"{marker} [tokens={LONG_TOKENS}]", None, close_when=lambda s: s.deltas >= DELTAS_BEFORE_STOP
+        )
+        if not sample.closed_wall:
+            raise BenchError(f"a stream to disconnect ended with {sample.terminal or 'no terminal event'}")
+        record = await self._record(marker, lambda r: r["status"] != "running")
+        if record["cancel_received_at"] is None:
+            raise BenchError(f"the simulator got no cancel after a disconnect: {record['status']}")
+        await self._clear_records()
+        return float(record["cancel_received_at"] - sample.closed_wall)
 
     # -- the simulator and the proxy's state -----------------------------------------------------
 
@@ -662,8 +686,9 @@ class Bench:
 
 
 def _proxy_process(relay: list[dict[str, Any]], memory: dict[str, Any]) -> dict[str, Any]:
-    cpu = sum(r["proxy_cpu_seconds"] for r in relay)
-    tokens = sum(r["proxy"]["tokens"] for r in relay)
+    relayed = [r for r in relay if r["proxy"] is not None]
+    cpu = sum(r["proxy_cpu_seconds"] for r in relayed)
+    tokens = sum(r["proxy"]["tokens"] for r in relayed)
     per_stream = (memory["active_bytes"] - memory["idle_bytes"]) / memory["streams"]
     return {
         "cpu_seconds": round(cpu, 3),
@@ -694,7 +719,7 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"relay at {row['streams']} stream(s), proxy/direct",
                 row["ratio"],
                 f">= {target:.0%}",
-                row["ratio"] >= target,
+                row["ratio"] is not None and row["ratio"] >= target,
             )
     if report["cancel"]["to_lmstudio"] is not None:
         c = report["cancel"]["to_lmstudio"]
@@ -752,26 +777,22 @@ def render(report: dict[str, Any]) -> str:
         f"Relay throughput (tokens/s received by all clients together; {s['tokens_per_stream']} tokens a stream)",
     ]
     rows = []
+    failures: list[str] = []
     for r in report["relay"]:
         figure = f"relay at {r['streams']} stream(s), proxy/direct"
         target = {1: ">= 70 %", 32: ">= 50 %"}.get(r["streams"], "")
-        rows.append(
-            [
-                str(r["streams"]),
-                str(r["rounds"]),
-                f"{r['direct']['tokens_per_second']:,}",
-                f"{r['proxy']['tokens_per_second']:,}",
-                f"{r['ratio']:.0%}",
-                target,
-                _mark(ok.get(figure)),
-                f"{r['proxy_cpu_us_per_token']:.1f}",
-                f"{r['proxy_cpu_busy']:.0%}",
-            ]
-        )
+        if r["proxy"] is None:
+            proxy_cells = ["failed", "-", target, _mark(ok.get(figure)), "-", "-"]
+            failures.append(f"  {r['streams']} stream(s) through the proxy failed: {r['proxy_error']}")
+        else:
+            proxy_cells = [f"{r['proxy']['tokens_per_second']:,}", f"{r['ratio']:.0%}", target, _mark(ok.get(figure))]
+            proxy_cells += [f"{r['proxy_cpu_us_per_token']:.1f}", f"{r['proxy_cpu_busy']:.0%}"]
+        rows.append([str(r["streams"]), str(r["rounds"]), f"{r['direct']['tokens_per_second']:,}", *proxy_cells])
     out += _table(
         ["streams", "rounds", "direct tok/s", "proxy tok/s", "proxy/direct", "target", "", "proxy CPU µs/tok", "busy"],
         rows,
     )
+    out += failures
     out += ["", "Cancel and disconnect latency (ms, from the client's action)"]
     rows = []
     c = report["cancel"]
@@ -790,6 +811,9 @@ def render(report: dict[str, Any]) -> str:
         rows.append(["SSE closed -> LM Studio receives cancel", f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"])
         rows[-1] += [str(v["samples"]), "p99 <= 100", _mark(ok["disconnect -> LM Studio p99 (ms)"])]
     out += _table(["", "p50", "p99", "samples", "target", ""], rows)
+    for phase in ("cancel", "disconnect"):
+        if report[phase] is not None and report[phase]["error"]:
+            out.append(f"  {phase} samples stopped early, {report[phase]['error']}")
     p = report["proxy_process"]
     out += [
         "",

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     mdl = sub.add_parser("models", help="list the models LM Studio has, and the configured aliases")
     doctor.add_arguments(mdl)
     mdl.set_defaults(run=lambda args: doctor.models(args, sys.stdout, sys.stderr))
+
+    from proxy import bench
+
+    bch = sub.add_parser("bench", help="measure the proxy against direct lmstudio SDK use")
+    bench.add_arguments(bch)
+    bch.set_defaults(run=bench.run)
     return parser
 
 

@@ -1,19 +1,16 @@
-"""Model selection: request `model` → config alias → LM Studio key, with a short-lived cache."""
+"""Model selection: request `model` → config alias → LM Studio key, from a cache of LM Studio's models."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ResourceNotFound
 
-CACHE_SECONDS = 10.0
-
 
 class ModelCatalog:
-    """What LM Studio has (loaded and downloaded), refreshed when stale or when a name is unknown."""
+    """What LM Studio has (loaded and downloaded), refreshed when a name is unknown or on /v1/models."""
 
     def __init__(self, bridge: Bridge, config: Config) -> None:
         self.bridge = bridge
@@ -21,11 +18,9 @@ class ModelCatalog:
         self.default = config.lmstudio.default_model
         self.loaded: list[dict[str, Any]] = []
         self.downloaded: list[dict[str, Any]] = []
-        self._fetched_at = -CACHE_SECONDS
 
     async def refresh(self) -> None:
         self.loaded, self.downloaded = await self.bridge.list_models()
-        self._fetched_at = time.monotonic()
 
     def _known(self, key: str) -> bool:
         return any(m["identifier"] == key or m["key"] == key for m in self.loaded) or any(
@@ -33,9 +28,12 @@ class ModelCatalog:
         )
 
     async def resolve(self, requested: str | None) -> str:
-        """The LM Studio model key to use, or ResourceNotFound listing what is available."""
-        if time.monotonic() - self._fetched_at > CACHE_SECONDS:
-            await self.refresh()
+        """The LM Studio model key to use, or ResourceNotFound listing what is available.
+
+        This is on every request's path: a name the cache knows costs no round trip to LM
+        Studio; only an unknown name (or an empty cache) refreshes it. A model unloaded since
+        is loaded again on use, as LM Studio does for a prediction.
+        """
         name = requested or self.default or None
         if name is None:
             if not self.loaded:

@@ -1,0 +1,111 @@
+"""`lmstudio-proxy bench`: the command runs end to end and prints every figure (no timed assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxy import bench
+
+SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3"]
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.run(parser.parse_args(argv))
+
+
+def _children() -> list[int]:
+    """Live processes whose parent is this one (the bench's subprocesses, if any were left behind)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bench's temporary directory goes under tmp_path, so a test can see it was removed."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(SMALL) == 0
+    out, err = capsys.readouterr()
+    for figure in (
+        "Time to first token",
+        "p50",
+        "p99",
+        "overhead",
+        "Relay throughput",
+        "direct tok/s",
+        "proxy tok/s",
+        "proxy/direct",
+        "cancel sent -> LM Studio receives cancel",
+        "cancel sent -> cancel answered",
+        "cancel sent -> response.cancelled",
+        "SSE closed -> LM Studio receives cancel",
+        "CPU per relayed token",
+        "RSS idle",
+        "RSS per active stream",
+        "3 samples each side",
+        "warm-up:",
+    ):
+        assert figure in out, f"{figure!r} missing from:\n{out}"
+    relay_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[0] for row in relay_rows] == ["1", "2"], out
+    assert "✓" in out or "✗" in out
+    assert "bench: " in err  # progress goes to stderr, the tables to stdout
+    assert list(private_tmp.iterdir()) == []
+    assert _children() == []
+
+
+def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run([*SMALL, "--streams", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ttft"]["direct"]["samples"] == report["ttft"]["proxy"]["samples"] == 3
+    assert set(report["ttft"]["overhead"]) == {"p50_ms", "p99_ms"}
+    [relay] = report["relay"]
+    assert relay["streams"] == 2 and relay["proxy_error"] is None
+    assert relay["direct"]["tokens"] == relay["proxy"]["tokens"] > 0
+    for key in ("to_lmstudio", "answered", "cancelled_event"):
+        assert report["cancel"][key]["samples"] == 3
+    assert report["disconnect"]["to_lmstudio"]["samples"] == 3
+    process = report["proxy_process"]
+    assert process["cpu_us_per_token"] > 0 and process["rss_idle_mb"] > 0
+    assert "rss_per_stream_kb" in process
+    assert {c["figure"] for c in report["checks"]} >= {"TTFT overhead p50 (ms)", "RSS per active stream (KB)"}
+    assert all(isinstance(c["ok"], bool) for c in report["checks"])
+
+
+def test_bench_unreachable_lmstudio_fails_cleanly(
+    private_tmp: Path, free_port: Callable[[], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["--lmstudio", f"127.0.0.1:{free_port()}", "--repeat", "1", "--streams", "1"]) == 1
+    assert "lmstudio-proxy bench:" in capsys.readouterr().err
+    assert list(private_tmp.iterdir()) == []
+    assert _children() == []
+
+
+@pytest.mark.parametrize("text", ["0", "1,x", ""])
+def test_streams_option_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench._stream_counts(text)
+
+
+def test_percentile_interpolates() -> None:
+    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert bench.percentile([5.0], 99) == 5.0
