@@ -50,6 +50,8 @@ from proxy.store import Store, Usage
 log = logging.getLogger("proxy.streams")
 
 CHECKPOINT_SECONDS = 1.0
+WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
+TEXT_EVENTS = {"response.content_delta": "delta", "reasoning.content": "content"}
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 
 
@@ -84,6 +86,24 @@ class Outbox:
         self.closed = True
         self._ready.set()
 
+    def take_nowait(self) -> list[dict[str, Any]]:
+        items, parts = self._items, self._parts
+        self._items, self._parts = [], []
+        self._ready.clear()
+        for item, pending in zip(items, parts, strict=True):
+            if pending:
+                item[TEXT_EVENTS[item["event"]]] = "".join(pending)
+        return items
+
+    @staticmethod
+    def merge(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Two batches in order, the text events where they meet joined into one."""
+        if first and then and first[-1]["event"] == then[0]["event"] in TEXT_EVENTS:
+            key = TEXT_EVENTS[then[0]["event"]]
+            first[-1] = {**first[-1], key: first[-1][key] + then[0][key]}
+            then = then[1:]
+        return first + then
+
     async def take(self, timeout: float) -> list[dict[str, Any]] | None:
         """Everything pending; None after `timeout` s with nothing; [] once closed and empty."""
         if not self._items and not self.closed:
@@ -92,14 +112,7 @@ class Outbox:
                     await self._ready.wait()
             except TimeoutError:
                 return None
-        items, parts = self._items, self._parts
-        self._items, self._parts = [], []
-        self._ready.clear()
-        for item, pending in zip(items, parts, strict=True):
-            if pending:
-                key = "delta" if "delta" in item else "content"
-                item[key] = "".join(pending)
-        return items
+        return self.take_nowait()
 
 
 @dataclass
@@ -496,6 +509,8 @@ class ActiveStream:
                     "message": "Request accepted",
                 }
             )
+            loop = asyncio.get_running_loop()
+            last_write = 0.0
             while True:
                 batch = await self.outbox.take(heartbeat)
                 if batch is None:
@@ -503,6 +518,13 @@ class ActiveStream:
                     continue
                 if not batch:
                     return
+                since = loop.time() - last_write
+                if since < WRITE_INTERVAL and batch[-1]["event"] != "[DONE]":
+                    # Tokens are arriving faster than one write per WRITE_INTERVAL: let a few more
+                    # gather so they share one socket write (real LM Studio speeds never wait here).
+                    await asyncio.sleep(WRITE_INTERVAL - since)
+                    batch = Outbox.merge(batch, self.outbox.take_nowait())
+                last_write = loop.time()
                 if metrics is not None:
                     metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
                 done = batch[-1]["event"] == "[DONE]"
