@@ -91,6 +91,8 @@ async def create_response(request: Request) -> Response:
         streaming=req.stream,
     )
     stream = proxy.registry.start(spec)
+    # Let the pump send the prediction to LM Studio now, while the response is being set up.
+    await asyncio.sleep(0)
     if req.stream:
         return EventSourceResponse(stream.sse_body(proxy.config.streaming.heartbeat_seconds), ping=0, sep="\n")
     return await _wait_json(request, stream)

@@ -291,6 +291,10 @@ class Bridge:
         loaded, downloaded = await self.list_models()
         return [m["identifier"] for m in loaded], [m["key"] for m in downloaded]
 
+    def loaded_handle(self, key: str) -> Any:
+        """The handle of a model already loaded through this bridge, or None (no round trip)."""
+        return self._handles.get(key)
+
     async def load(self, key: str, on_progress: Callable[[float], None] | None = None) -> Any:
         """The model handle for `key`, loading the model if LM Studio has it downloaded only.
 

@@ -181,6 +181,11 @@ class Store:
     # -- threads -------------------------------------------------------------------------
 
     def create_thread(self, owner: str, **fields: Any) -> dict[str, Any]:
+        thread = self.get_thread(self.insert_thread(owner, **fields))
+        assert thread is not None
+        return thread
+
+    def insert_thread(self, owner: str, **fields: Any) -> str:
         ts = now_iso()
         tid = new_id("thrd")
         self.db.execute(
@@ -198,9 +203,7 @@ class Store:
                 ts,
             ),
         )
-        thread = self.get_thread(tid)
-        assert thread is not None
-        return thread
+        return tid
 
     def get_thread(self, thread_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
@@ -390,7 +393,7 @@ class Store:
         with self.transaction():
             created = not thread_id
             if created:
-                thread_id = self.create_thread(owner, **(thread_fields or {}))["id"]
+                thread_id = self.insert_thread(owner, **(thread_fields or {}))
             ids = [self.add_message(thread_id, role, text, response_id=rid) for role, text in inputs]
             self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
             self.db.execute(

@@ -225,7 +225,9 @@ class ActiveStream:
         self.lm_started = time.perf_counter()
         log.info("stream start thread=%s response=%s model=%s", self.thread_id, self.spec.response_id, self.spec.model)
         try:
-            handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
+            handle = bridge.loaded_handle(self.spec.model) or await self._until_stopped(
+                bridge.load(self.spec.model, self._on_load_progress)
+            )
             if handle is not None and not self._stop_requested.is_set():
                 self.phase = "processing"
                 self.prediction = await bridge.predict(
@@ -518,13 +520,14 @@ class ActiveStream:
                     continue
                 if not batch:
                     return
-                since = loop.time() - last_write
+                since = loop.time() - last_write  # since the last write of text (the first never waits)
                 if since < WRITE_INTERVAL and batch[-1]["event"] != "[DONE]":
                     # Tokens are arriving faster than one write per WRITE_INTERVAL: let a few more
                     # gather so they share one socket write (real LM Studio speeds never wait here).
                     await asyncio.sleep(WRITE_INTERVAL - since)
                     batch = Outbox.merge(batch, self.outbox.take_nowait())
-                last_write = loop.time()
+                if batch[0]["event"] in TEXT_EVENTS:
+                    last_write = loop.time()
                 if metrics is not None:
                     metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
                 done = batch[-1]["event"] == "[DONE]"
