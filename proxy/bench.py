@@ -47,6 +47,7 @@ LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long b
 DELTAS_BEFORE_STOP = 3
 WARMUP = 10
 MEMORY_TOKENS_PER_SECOND = 20.0  # the simulator's speed while the memory streams are open
+STOP_TOKENS_PER_SECOND = 200.0  # the simulator's speed while cancels and disconnects are timed
 MEMORY_STREAMS_LMSTUDIO = 4  # a real LM Studio may queue parallel predictions: keep the memory run small
 SIMULATED_MODEL = "simulated-llm"
 API_KEY = "bench"
@@ -392,6 +393,10 @@ class Bench:
             memory = await self._memory()
             ttft = await self._ttft()
             relay = [await self._relay(k) for k in self.streams]
+            if self.sim_url:
+                # Stops are timed at a real model's pace: at full speed the simulator outruns any
+                # client by seconds of buffered tokens, and a stop would measure that backlog.
+                await self._sim_settings(STOP_TOKENS_PER_SECOND)
             cancel = await self._cancel()
             disconnect = await self._disconnect() if self.sim_url else None
             report = {
@@ -793,7 +798,11 @@ def render(report: dict[str, Any]) -> str:
         rows,
     )
     out += failures
-    out += ["", "Cancel and disconnect latency (ms, from the client's action)"]
+    stop_pace = " at 200 tokens/s" if report["disconnect"] is not None else ""
+    out += [
+        "",
+        f"Cancel and disconnect latency (ms, from the client's action; generation{stop_pace or ' as LM Studio runs'})",
+    ]
     rows = []
     c = report["cancel"]
     if c["to_lmstudio"] is not None:
