@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,22 +13,7 @@ import uvicorn
 
 from proxy.app import Proxy, create_app
 from proxy.config import Config
-
-START_TIMEOUT = 15.0
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_started()
-
-    def install_signal_handlers(self) -> None:  # the foreground program owns the signals
-        pass
+from proxy.serving import ThreadedServer, bind
 
 
 class BackgroundServer:
@@ -63,9 +46,7 @@ class BackgroundServer:
         self._database = database
         self._host = host
         self._port = port
-        self._thread: threading.Thread | None = None
-        self._server: _Server | None = None
-        self._failure: BaseException | None = None
+        self._threaded: ThreadedServer | None = None
         self.port = 0
         self.app: Any = None
 
@@ -84,31 +65,11 @@ class BackgroundServer:
             self.simulator.start()
             host = host or self.simulator.host_port
         self.app = create_app(self.config, lmstudio_host=host, database=self._database)
-        # IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (no Nagle delays).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for level, option, value in self._socket_options:
-            sock.setsockopt(level, option, value)
-        sock.bind((self._host, self._port))
+        sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]
-        started = threading.Event()
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
-        self._server = _Server(config, started.set)
-
-        def main() -> None:
-            try:
-                asyncio.run(self._server.serve(sockets=[sock]))  # type: ignore[union-attr]
-            except BaseException as exc:
-                self._failure = exc
-            finally:
-                sock.close()
-                started.set()
-
-        self._thread = threading.Thread(target=main, name="lmstudio-proxy", daemon=True)
-        self._thread.start()
-        if not started.wait(START_TIMEOUT) or self._failure is not None or not self._server.started:
-            self.stop()
-            raise RuntimeError(f"the proxy did not start: {self._failure!r}")
+        self._threaded = ThreadedServer(config, sock, name="lmstudio-proxy")
+        self._threaded.start("the proxy")
         return self
 
     def run_in_loop(self, coro: Any, timeout: float = 30.0) -> Any:
@@ -122,15 +83,13 @@ class BackgroundServer:
         return loop
 
     def stop(self) -> None:
-        if self._server is not None and self._server.started and self._thread is not None:
-            # As on SIGTERM: end the streams first (uvicorn would wait for them to close).
-            with contextlib.suppress(Exception):  # a loop already gone has no streams left to end
-                self.run_in_loop(self.proxy.registry.shutdown())
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        if self._threaded is not None:
+            if self._threaded.running:
+                # As on SIGTERM: end the streams first (uvicorn would wait for them to close).
+                with contextlib.suppress(Exception):  # a loop already gone has no streams left to end
+                    self.run_in_loop(self.proxy.registry.shutdown())
+            self._threaded.stop()
+            self._threaded = None
         if self.simulator is not None:
             self.simulator.stop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -17,14 +16,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from proxy.serving import NotifyingServer, ThreadedServer, bind
 from proxy.simulator.controls import Faults, Settings
 from proxy.simulator.models import DEFAULT_MODELS, ModelSpec
 from proxy.simulator.protocol import NAMESPACES
 from proxy.simulator.session import Session
 from proxy.simulator.state import SimState
-
-START_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
 
 
 def build_app(state: SimState) -> Starlette:
@@ -96,19 +93,6 @@ def _model_field(value: Any) -> str | None:
     return value
 
 
-class _Server(uvicorn.Server):
-    """uvicorn.Server that reports when it is listening."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self._on_started()
-
-
 class Simulator:
     """An LM Studio simulator on a real port; `start()` runs it in a background thread with its own loop."""
 
@@ -130,9 +114,7 @@ class Simulator:
         self._host = host
         self._requested_port = port
         self._sock: socket.socket | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._failure: BaseException | None = None
+        self._threaded: ThreadedServer | None = None
 
     # -- addresses -------------------------------------------------------------------------------
 
@@ -161,18 +143,7 @@ class Simulator:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _bind(self) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only for a TCP-protocol
-        # listener; without it small frames wait ~40 ms for delayed ACKs (Nagle).
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self._host, self._requested_port))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+        return bind(self._host, self._requested_port)
 
     def _config(self, *, embedded: bool) -> uvicorn.Config:
         # sansio websockets: the legacy implementation emits DeprecationWarnings (errors under pytest).
@@ -184,49 +155,23 @@ class Simulator:
 
     def start(self) -> Simulator:
         """Start serving in a background thread; return once it is listening."""
-        if self._thread is not None:
+        if self._threaded is not None:
             raise RuntimeError("the simulator is already started")
         self._sock = self._bind()
-        started = threading.Event()
-        self._server = _Server(self._config(embedded=True), started.set)
-        self._thread = threading.Thread(
-            target=self._thread_main, args=(started,), name=f"lmstudio-simulator-{self.port}", daemon=True
-        )
-        self._thread.start()
-        if not started.wait(START_TIMEOUT) or self._failure is not None or not self._server.started:
-            failure = self._failure
-            self.stop()
-            raise RuntimeError("the LM Studio simulator failed to start") from failure
+        self._threaded = ThreadedServer(self._config(embedded=True), self._sock, name=f"lmstudio-simulator-{self.port}")
+        self._threaded.start("the LM Studio simulator")
         return self
-
-    def _thread_main(self, started: threading.Event) -> None:
-        assert self._server is not None and self._sock is not None
-        try:
-            asyncio.run(self._server.serve(sockets=[self._sock]))
-        except BaseException as exc:  # reported to start(); the thread must not die silently
-            self._failure = exc
-        finally:
-            started.set()
 
     def stop(self) -> None:
         """Close every websocket and the listener; join the thread."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(STOP_TIMEOUT)
-            if self._thread.is_alive():
-                assert self._server is not None
-                self._server.force_exit = True
-                self._thread.join(STOP_TIMEOUT)
-        if self._sock is not None:
-            self._sock.close()
-        self._thread = None
-        self._server = None
+        if self._threaded is not None:
+            self._threaded.stop()
+        self._threaded = None
 
     async def serve(self, on_ready: Callable[[], None] = lambda: None) -> None:
         """Serve in the current event loop until interrupted (the standalone `simulate` command)."""
         self._sock = self._bind()
-        server = _Server(self._config(embedded=False), on_ready)
+        server = NotifyingServer(self._config(embedded=False), on_ready)
         try:
             await server.serve(sockets=[self._sock])
         finally:
