@@ -42,7 +42,7 @@ async def test_cancel_mid_stream_keeps_partial_content(simulator: Simulator) -> 
     assert len(seen) == 5  # the SDK drops fragments after cancel(); iteration ends at `success`
     assert result.content == "".join(seen)
     assert result.stats.predicted_tokens_count is not None and result.stats.predicted_tokens_count >= 5
-    record = _only(await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running"))
+    record = _only(await simulator.wait_for_async(lambda ps: bool(ps) and ps[0]["status"] != "running"))
     assert record["status"] == "cancelled" and record["stop_reason"] == "userStopped"
     assert record["cancel_received_at"] is not None and record["tokens_after_cancel"] == 0
     assert record["tokens_generated"] == result.stats.predicted_tokens_count
@@ -131,7 +131,7 @@ async def test_breaking_out_without_cancel_leaves_it_generating(simulator: Simul
         async with contextlib.aclosing(_fragments(stream)) as fragments:
             async for _fragment in fragments:
                 break
-        records = await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running")
+        records = await simulator.wait_for_async(lambda ps: bool(ps) and ps[0]["status"] != "running")
     record = _only(records)
     assert record["status"] == "completed" and record["stop_reason"] == "eosFound"
     assert record["tokens_generated"] == 60
@@ -147,7 +147,7 @@ async def test_closing_the_client_mid_stream_stops_generation(simulator: Simulat
             async with contextlib.aclosing(_fragments(stream)) as fragments:
                 async for _fragment in fragments:
                     break
-        records = await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running")
+        records = await simulator.wait_for_async(lambda ps: bool(ps) and ps[0]["status"] != "running")
     record = _only(records)
     assert record["status"] == "failed" and record["error"] == "connection closed"
     assert record["cancel_received_at"] is None
@@ -189,5 +189,5 @@ def test_sync_cancel_mid_stream(simulator: Simulator) -> None:
             if count == 3:
                 stream.cancel()
     assert stream.result().stats.stop_reason == "userStopped"
-    record = simulator.wait_for(lambda ps: ps[0]["status"] != "running", TIMEOUT)[0]
+    record = simulator.wait_for(lambda ps: bool(ps) and ps[0]["status"] != "running", TIMEOUT)[0]
     assert record["status"] == "cancelled" and record["tokens_after_cancel"] == 0

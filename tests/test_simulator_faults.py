@@ -71,7 +71,7 @@ async def test_stall_ignoring_cancel_needs_a_bounded_drain(simulator: Simulator)
             async with asyncio.timeout(0.3):
                 async for _fragment in stream:
                     pass
-    record = (await simulator.wait_for_async(lambda ps: ps[0]["status"] != "running"))[0]
+    record = (await simulator.wait_for_async(lambda ps: bool(ps) and ps[0]["status"] != "running"))[0]
     assert record["cancel_received_at"] is not None
     assert record["status"] == "failed" and record["error"] == "connection closed"
 
@@ -156,7 +156,7 @@ async def test_stop_closes_open_websockets(simulator_factory: Callable[..., Simu
         model = await client.llm.model("simulated-llm")
         stream = await model.respond_stream(LONG)
         await stream.start()
-        await sim.wait_for_async(lambda ps: ps[0]["tokens_generated"] > 0)
+        await sim.wait_for_async(lambda ps: bool(ps) and ps[0]["tokens_generated"] > 0)
         await asyncio.to_thread(sim.stop)
         with pytest.raises(lmstudio.LMStudioWebsocketError):
             async for _fragment in stream:
