@@ -61,7 +61,8 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "CPU per relayed token",
         "RSS idle",
         "RSS per active stream",
-        "3 samples each side",
+        "3 samples each way",
+        "raw client",
         "warm-up:",
     ):
         assert figure in out, f"{figure!r} missing from:\n{out}"
@@ -77,7 +78,8 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert _run([*SMALL, "--streams", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ttft"]["direct"]["samples"] == report["ttft"]["proxy"]["samples"] == 3
-    assert set(report["ttft"]["overhead"]) == {"p50_ms", "p99_ms"}
+    assert set(report["ttft"]["overhead"]) == set(report["ttft"]["overhead_raw_client"]) == {"p50_ms", "p99_ms"}
+    assert report["ttft"]["proxy_raw_client"]["samples"] == 3
     [relay] = report["relay"]
     assert relay["streams"] == 2 and relay["proxy_error"] is None
     assert relay["direct"]["tokens"] == relay["proxy"]["tokens"] > 0
@@ -87,7 +89,11 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     process = report["proxy_process"]
     assert process["cpu_us_per_token"] > 0 and process["rss_idle_mb"] > 0
     assert "rss_per_stream_kb" in process
-    assert {c["figure"] for c in report["checks"]} >= {"TTFT overhead p50 (ms)", "RSS per active stream (KB)"}
+    assert {c["figure"] for c in report["checks"]} >= {
+        "TTFT overhead p50, httpx (ms)",
+        "TTFT overhead p50, raw client (ms)",
+        "RSS per active stream (KB)",
+    }
     assert all(isinstance(c["ok"], bool) for c in report["checks"])
 
 
