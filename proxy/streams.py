@@ -104,14 +104,10 @@ class Outbox:
             then = then[1:]
         return first + then
 
-    async def take(self, timeout: float) -> list[dict[str, Any]] | None:
-        """Everything pending; None after `timeout` s with nothing; [] once closed and empty."""
+    async def take(self) -> list[dict[str, Any]]:
+        """Everything pending, waiting for something if need be; [] once closed and empty."""
         if not self._items and not self.closed:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._ready.wait()
-            except TimeoutError:
-                return None
+            await self._ready.wait()
         return self.take_nowait()
 
 
@@ -159,6 +155,7 @@ class ActiveStream:
         self.first_token_at: float | None = None
         self.silence_error: ProxyError | None = None  # set when LM Studio went silent mid-stream
         self._silence_cancel: asyncio.Task[None] | None = None
+        self.last_sent = asyncio.get_running_loop().time()  # loop time of the last SSE write (heartbeats)
         self.lm_started = 0.0  # perf_counter() when LM Studio was first asked (load or predict)
         self.lm_finished = 0.0  # perf_counter() when LM Studio's part was over
 
@@ -499,7 +496,7 @@ class ActiveStream:
 
     # -- the SSE side --------------------------------------------------------------------
 
-    async def sse_body(self, heartbeat: float) -> Any:
+    async def sse_body(self) -> Any:
         """The SSE byte chunks for this stream; stops the prediction if the client goes away."""
         metrics = self.registry.metrics
         try:
@@ -514,10 +511,7 @@ class ActiveStream:
             loop = asyncio.get_running_loop()
             last_write = 0.0
             while True:
-                batch = await self.outbox.take(heartbeat)
-                if batch is None:
-                    yield sse.frame({"event": "response.heartbeat", "thread_id": self.thread_id})
-                    continue
+                batch = await self.outbox.take()
                 if not batch:
                     return
                 since = loop.time() - last_write  # since the last write of text (the first never waits)
@@ -530,6 +524,7 @@ class ActiveStream:
                     last_write = loop.time()
                 if metrics is not None:
                     metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
+                self.last_sent = loop.time()
                 done = batch[-1]["event"] == "[DONE]"
                 if done:
                     batch.pop()
@@ -578,6 +573,7 @@ class StreamRegistry:
         self.streams: dict[str, ActiveStream] = {}
         self._ended: dict[str, _Ended] = {}
         self.accepting = True
+        self._ticker: asyncio.Task[None] | None = None
 
     def check_free(self, thread_id: str) -> None:
         if thread_id in self.streams:
@@ -589,10 +585,27 @@ class StreamRegistry:
         stream = ActiveStream(spec, self)
         self.streams[spec.thread_id] = stream
         self._ended.pop(spec.thread_id, None)
-        stream.task = asyncio.get_running_loop().create_task(
-            stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}"
-        )
+        loop = asyncio.get_running_loop()
+        stream.task = loop.create_task(stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}")
+        if self._ticker is None or self._ticker.done():
+            self._ticker = loop.create_task(self._heartbeats(), name="heartbeats")
         return stream
+
+    async def _heartbeats(self) -> None:
+        """One timer for all streams: a `response.heartbeat` after `heartbeat_seconds` of silence.
+
+        (A timeout around every wait for the next event cost more than this, per token.)
+        Runs while there are streams; `start()` brings it back.
+        """
+        interval = self.config.streaming.heartbeat_seconds
+        loop = asyncio.get_running_loop()
+        while self.streams:
+            await asyncio.sleep(min(interval / 4, 1.0))
+            now = loop.time()
+            for stream in list(self.streams.values()):
+                if stream.spec.streaming and not stream.outbox.closed and now - stream.last_sent >= interval:
+                    stream.last_sent = now
+                    stream.outbox.push({"event": "response.heartbeat", "thread_id": stream.thread_id})
 
     def finished(self, stream: ActiveStream, usage: Usage) -> None:
         if self.streams.get(stream.thread_id) is stream:
@@ -656,6 +669,9 @@ class StreamRegistry:
     async def shutdown(self) -> None:
         """Stop accepting, stop every running prediction, and wait for the pumps to record it."""
         self.accepting = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         streams = list(self.streams.values())
         await asyncio.gather(*(s.request_cancel("shutdown") for s in streams), return_exceptions=True)
         tasks = [s.task for s in streams if s.task is not None]
