@@ -456,33 +456,22 @@ class ActiveStream:
 
     def _record_stop(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
         s = self.spec
-        if self.stop_reason == "cancel" and self.cancel_mode == "quick_edit":
-            store.finish_response(
-                s.response_id,
-                status="cancelled",
-                usage=usage,
-                duration=duration,
-                text=None,
-                cancel_mode="quick_edit",
-                delete_thread_if_empty=s.thread_created,
-            )
-        else:
-            meta: dict[str, Any] = {"cancelled": True, "partial_content_length": len(text)}
+        quick_edit = self.stop_reason == "cancel" and self.cancel_mode == "quick_edit"
+        meta: dict[str, Any] | None = None
+        if not quick_edit:
+            meta = {"cancelled": True, "partial_content_length": len(text)}
             if self.stop_reason == "cancel":
                 meta["cancel_mode"] = "keep_partial"
             elif self.stop_reason == "disconnect":
                 meta["cancel_reason"] = "client_disconnected"
             else:
                 meta.update(cancel_reason="server_shutdown", interrupted=True)
-            store.finish_response(
-                s.response_id,
-                status="cancelled",
-                usage=usage,
-                duration=duration,
-                text=text,
-                metadata=meta,
-                cancel_mode=self.cancel_mode or self.stop_reason,
-            )
+        store.finish_response(
+            s.response_id, status="cancelled", usage=usage, duration=duration,
+            text=None if quick_edit else text,  # quick_edit: the messages go, as if never sent
+            metadata=meta, cancel_mode=self.cancel_mode or self.stop_reason,
+            delete_thread_if_empty=quick_edit and s.thread_created,
+        )  # fmt: skip
         self.final = {"status": "cancelled", "text": text, "usage": usage}
         if self.stop_reason == "shutdown":
             return self._error_event(ShuttingDown("The proxy is shutting down."))

@@ -131,3 +131,13 @@ class Catalogue:
     @staticmethod
     def load_config() -> dict[str, Any]:
         return {"fields": [{"key": "llm.load.contextLength", "value": 4096}]}
+
+
+def specifier_query(spec: Any) -> str:
+    """The model a `modelSpecifier`/`specifier` names: an instance reference, or a query's identifier/path."""
+    if not isinstance(spec, dict):
+        return ""
+    if spec.get("type") == "instanceReference":
+        return str(spec.get("instanceReference", ""))
+    query = spec.get("query")
+    return str(query.get("identifier") or query.get("path") or "") if isinstance(query, dict) else ""

@@ -34,6 +34,7 @@ from proxy.simulator import protocol, textgen
 from proxy.simulator.channel import Channel, Connection, ConnectionGone
 from proxy.simulator.clock import pause
 from proxy.simulator.loading import load_model
+from proxy.simulator.models import specifier_query
 from proxy.simulator.records import PredictionRecord, Status
 from proxy.simulator.state import SimState
 
@@ -71,16 +72,6 @@ def _config_fields(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in merged.items()]
 
 
-def _model_query(params: dict[str, Any]) -> str:
-    spec = params.get("modelSpecifier")
-    if not isinstance(spec, dict):
-        return ""
-    if spec.get("type") == "instanceReference":
-        return str(spec.get("instanceReference", ""))
-    query = spec.get("query")
-    return str(query.get("identifier") or query.get("path") or "") if isinstance(query, dict) else ""
-
-
 def _max_tokens(config: dict[str, Any]) -> int | None:
     value = config.get(MAX_TOKENS_KEY)
     if isinstance(value, dict) and value.get("checked") and isinstance(value.get("value"), int):
@@ -112,7 +103,7 @@ class PredictionChannel(Channel):
         self._params: dict[str, Any] = params if isinstance(params, dict) else {}
         self._fields = _config_fields(self._params)
         self._config = {f["key"]: f["value"] for f in self._fields}
-        self._query = _model_query(self._params)
+        self._query = specifier_query(self._params.get("modelSpecifier"))
         spec = state.catalogue.resolve(self._query)
         self._model = spec.key if spec is not None else None
         self._reasoning = spec.reasoning if spec is not None else False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.simulator import protocol, textgen
-from proxy.simulator.models import ModelSpec
+from proxy.simulator.models import ModelSpec, specifier_query
 from proxy.simulator.state import SimState
 
 
@@ -17,19 +17,9 @@ class RpcFailure(Exception):
         self.error = error
 
 
-def _specifier_query(parameter: Any) -> str:
-    spec = parameter.get("specifier") if isinstance(parameter, dict) else None
-    if not isinstance(spec, dict):
-        return ""
-    if spec.get("type") == "instanceReference":
-        return str(spec.get("instanceReference", ""))
-    query = spec.get("query")
-    return str(query.get("identifier") or query.get("path") or "") if isinstance(query, dict) else ""
-
-
 def _loaded_model(state: SimState, parameter: Any) -> ModelSpec:
     """The loaded model a specifier names (an unloaded or unknown one is 'not found', as in LM Studio)."""
-    query = _specifier_query(parameter)
+    query = specifier_query(parameter.get("specifier") if isinstance(parameter, dict) else None)
     spec = state.catalogue.resolve(query)
     if spec is None or not state.catalogue.is_loaded(spec.key):
         loaded = [info["identifier"] for info in state.catalogue.loaded_infos()]
