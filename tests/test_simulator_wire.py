@@ -7,24 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.simulator import Simulator
 
 TIMEOUT = 5
-# The recorded exchange (spec/lmstudio-wire-sample.jsonl): beside the tests if vendored, else the shared spec.
-SAMPLE = next(
-    (
-        p
-        for p in (
-            Path(__file__).parent / "data" / "lmstudio-wire-sample.jsonl",
-            Path("/work/shared/spec/lmstudio-wire-sample.jsonl"),
-        )
-        if p.exists()
-    ),
-    Path("lmstudio-wire-sample.jsonl"),
-)
+# The recorded exchange from the project's LM Studio spec, vendored beside the tests.
+SAMPLE = Path(__file__).parent / "data" / "lmstudio-wire-sample.jsonl"
 SERVER_TYPES = {"channelSend", "channelClose", "channelError", "rpcResult", "rpcError", "communicationWarning"}
 AUTH = {"authVersion": 1, "clientIdentifier": "test-client", "clientPasskey": "test-passkey"}
 
@@ -56,7 +45,6 @@ def _collapse(shapes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [s for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason=f"{SAMPLE} not present")
 async def test_replay_of_the_recorded_exchange_matches(simulator: Simulator) -> None:
     simulator.set_settings(tokens_per_second=50)  # slow enough that the sample's mid-stream cancel lands
     entries = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
