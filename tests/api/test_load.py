@@ -109,7 +109,8 @@ def test_load(tmp_path: Path, simulator_factory: Any, free_port: Any, processes:
     sim = simulator_factory(tokens_per_second=40.0, prompt_seconds=0.02)
     db = tmp_path / "load.sqlite3"
     config = tmp_path / "load.toml"
-    config.write_text("[cancel]\nquick_edit_seconds = 1.0\n[logging]\nlevel = 'warning'\n")
+    # Cancels come after 0-25 deltas at 40 tokens/s (0-0.6 s): a 0.3 s threshold gives both modes.
+    config.write_text("[cancel]\nquick_edit_seconds = 0.3\n[logging]\nlevel = 'warning'\n")
     proc = ProxyProcess(sim, db, free_port(), "--config", str(config))
     processes.append(proc)
     tally = Tally()
