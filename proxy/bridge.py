@@ -287,10 +287,6 @@ class Bridge:
             "loaded_models": [m["identifier"] for m in loaded],
         }
 
-    async def model_keys(self) -> tuple[list[str], list[str]]:
-        loaded, downloaded = await self.list_models()
-        return [m["identifier"] for m in loaded], [m["key"] for m in downloaded]
-
     def loaded_handle(self, key: str) -> Any:
         """The handle of a model already loaded through this bridge, or None (no round trip)."""
         return self._handles.get(key)
@@ -341,21 +337,11 @@ class Bridge:
         self._handles[key] = handle
         return handle
 
-    async def predict(
-        self,
-        handle: Any,
-        messages: list[dict[str, str]],
-        config: dict[str, Any],
-        on_prompt_progress: Callable[[float], None] | None = None,
-    ) -> Prediction:
+    async def predict(self, handle: Any, messages: list[dict[str, str]], config: dict[str, Any]) -> Prediction:
         """Send the prediction request now (eagerly) and return it."""
 
         async def start(_client: lmstudio.AsyncClient) -> Any:
-            stream = await handle.respond_stream(
-                {"messages": messages},
-                config=config,
-                on_prompt_processing_progress=(lambda p, *_: on_prompt_progress(p)) if on_prompt_progress else None,
-            )
+            stream = await handle.respond_stream({"messages": messages}, config=config)
             await stream.start()
             return stream
 

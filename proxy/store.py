@@ -505,10 +505,6 @@ class Store:
                 (thread_id, thread_id),
             )
 
-    def get_response(self, response_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()
-        return dict(row) if row else None
-
     def list_usage(self, owner: str, thread_id: str | None, limit: int) -> Page:
         where, args = ["owner = ?"], [owner]
         if thread_id:

@@ -138,7 +138,6 @@ class ActiveStream:
         self.outbox = Outbox()
         self.parts: list[str] = []
         self.reasoning: list[str] = []
-        self.phase = "loading"
         self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
         self.stop_elapsed = 0.0  # seconds from acceptance to the stop request
         self.cancel_mode: str | None = None
@@ -226,10 +225,7 @@ class ActiveStream:
                 bridge.load(self.spec.model, self._on_load_progress)
             )
             if handle is not None and not self._stop_requested.is_set():
-                self.phase = "processing"
-                self.prediction = await bridge.predict(
-                    handle, self.spec.messages, self.spec.prediction_config, self._on_prompt_progress
-                )
+                self.prediction = await bridge.predict(handle, self.spec.messages, self.spec.prediction_config)
                 self.outbox.push(self._created_event())
                 if self._stop_requested.is_set():
                     await self.prediction.cancel()
@@ -279,7 +275,6 @@ class ActiveStream:
                 if self._stop_requested.is_set():
                     deadline.reschedule(loop.time() + config.cancel.drain_timeout_seconds)
                 fed = loop.time()
-                self.phase = "generating"
                 async for fragment in prediction.fragments():
                     if self._stop_requested.is_set() or self.silence_error is not None:
                         continue  # after the cancel: not part of the answer (the SDK drops them too)
@@ -347,9 +342,6 @@ class ActiveStream:
             }
         )
 
-    def _on_prompt_progress(self, progress: float) -> None:
-        self.phase = "processing"
-
     def _created_event(self) -> dict[str, Any]:
         s = self.spec
         return {
@@ -393,7 +385,6 @@ class ActiveStream:
             error = InternalError("The proxy could not record the response.")
             self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
             event = self._error_event(error)
-        self.phase = "done"
         self.registry.finished(self, usage)
         self.outbox.push(event)
         self.outbox.push({"event": "[DONE]"})
