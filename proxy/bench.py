@@ -30,10 +30,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import httpx
 import lmstudio
@@ -51,6 +51,7 @@ STOP_TOKENS_PER_SECOND = 200.0  # the simulator's speed while cancels and discon
 MEMORY_STREAMS_LMSTUDIO = 4  # a real LM Studio may queue parallel predictions: keep the memory run small
 SIMULATED_MODEL = "simulated-llm"
 API_KEY = "bench"
+T = TypeVar("T")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 STEP_TIMEOUT = 60.0  # any one wait: an event to arrive, a request to be answered
@@ -658,13 +659,7 @@ class Bench:
 
     async def _cancel(self) -> dict[str, Any]:
         self.say(f"cancel: {self.repeat} samples")
-        samples: list[tuple[float, float, float]] = []
-        error = None
-        try:
-            for i in range(self.repeat):
-                samples.append(await self._cancel_one(i))
-        except BenchError as exc:  # a finding about the proxy: report it with the samples so far
-            error = f"after {len(samples)} samples: {exc}"
+        samples, error = await self._collect(self._cancel_one)
         return {
             "to_lmstudio": _ms([s[0] for s in samples]) if self.sim_url else None,
             "answered": _ms([s[1] for s in samples]),
@@ -698,14 +693,18 @@ class Bench:
 
     async def _disconnect(self) -> dict[str, Any]:
         self.say(f"disconnect: {self.repeat} samples")
-        to_lmstudio: list[float] = []
-        error = None
+        to_lmstudio, error = await self._collect(self._disconnect_one)
+        return {"to_lmstudio": _ms(to_lmstudio), "error": error}
+
+    async def _collect(self, one: Callable[[int], Awaitable[T]]) -> tuple[list[T], str | None]:
+        """`repeat` samples of `one(i)`; a BenchError is a finding, reported with the samples so far."""
+        samples: list[T] = []
         try:
             for i in range(self.repeat):
-                to_lmstudio.append(await self._disconnect_one(i))
-        except BenchError as exc:  # a finding about the proxy: report it with the samples so far
-            error = f"after {len(to_lmstudio)} samples: {exc}"
-        return {"to_lmstudio": _ms(to_lmstudio), "error": error}
+                samples.append(await one(i))
+        except BenchError as exc:
+            return samples, f"after {len(samples)} samples: {exc}"
+        return samples, None
 
     async def _disconnect_one(self, i: int) -> float:
         """Close a long stream after its first deltas: seconds until LM Studio got the cancel."""
