@@ -11,7 +11,7 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from proxy import app as app_module
 from proxy.bridge import prediction_config
@@ -93,27 +93,45 @@ async def create_response(request: Request) -> Response:
         streaming=req.stream,
     )
     stream = proxy.registry.start(spec)
-    # Let the pump send the prediction to LM Studio now, while the response is being set up.
-    await asyncio.sleep(0)
-    if req.stream:
-        return EventSource(
+    if not req.stream:
+        return await _wait_json(request, stream)
+    # The prediction goes to LM Studio first (the SDK's send takes a few loop turns); setting
+    # up the response meanwhile would delay it, and with it the first token.
+    try:
+        await stream.sent.wait()
+    except BaseException:
+        await asyncio.shield(stream.client_gone())
+        raise
+    return EventSource(stream, proxy.config.cancel.drain_timeout_seconds + 2)
+
+
+class EventSource(EventSourceResponse):
+    """sse-starlette's response for one stream; a client that leaves before the end stops it.
+
+    It also drops the anyio cancel scope sse-starlette puts around every write: without a send
+    timeout (we set none) that scope does nothing, and it was ~6 % of the proxy's CPU per
+    relayed token.
+    """
+
+    def __init__(self, stream: ActiveStream, shutdown_grace_period: float) -> None:
+        super().__init__(
             stream.sse_body(),
             ping=0,
             sep="\n",
             # On shutdown sse-starlette would cancel the body at once; the grace period lets the
             # stream end itself with SERVER_SHUTTING_DOWN (see app._watch_for_exit).
             shutdown_event=anyio.Event(),
-            shutdown_grace_period=proxy.config.cancel.drain_timeout_seconds + 2,
+            shutdown_grace_period=shutdown_grace_period,
         )
-    return await _wait_json(request, stream)
+        self.stream = stream
 
-
-class EventSource(EventSourceResponse):
-    """sse-starlette's response, minus a cancel scope around every write.
-
-    Without a send timeout (we set none) `_send_with_timeout` only wraps each write in an anyio
-    cancel scope, which was ~6 % of the proxy's CPU per relayed token; writes go straight out.
-    """
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the client left before the body started, which the body can't notice.
+            if not self.stream.finished.is_set():
+                await asyncio.shield(self.stream.client_gone())
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         await send(message)

