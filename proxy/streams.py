@@ -138,6 +138,11 @@ class ActiveStream:
         self.spec = spec
         self.registry = registry
         self.outbox = Outbox()
+        if spec.streaming:  # the first event; it goes out with whatever else is ready by then
+            self.outbox.push(
+                {"event": "response.processing", "status": "processing", "thread_id": spec.thread_id,
+                 "message": "Request accepted"}
+            )  # fmt: skip
         self.parts: list[str] = []
         self.reasoning: list[str] = []
         self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
@@ -489,14 +494,6 @@ class ActiveStream:
     async def sse_body(self) -> Any:
         """The SSE byte chunks for this stream (`EventSource` stops the prediction if the client goes away)."""
         metrics = self.registry.metrics
-        yield sse.frame(
-            {
-                "event": "response.processing",
-                "status": "processing",
-                "thread_id": self.thread_id,
-                "message": "Request accepted",
-            }
-        )
         loop = asyncio.get_running_loop()
         last_write = 0.0
         while True:
