@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from proxy.streams import StreamRegistry
 
 log = logging.getLogger("proxy.app")
 access_log = logging.getLogger("proxy.access")
+
+WAL_CHECKPOINT_SECONDS = 1.0
 
 
 def default_database_path() -> Path:
@@ -189,6 +192,19 @@ async def _watch_for_exit(registry: StreamRegistry) -> None:
     await registry.shutdown()
 
 
+async def _checkpoint_wal(store: Store) -> None:
+    """Checkpoint the WAL in a worker thread about once a second, when something was written."""
+    seen = store.total_changes
+    while True:
+        await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
+        if store.total_changes != seen:
+            seen = store.total_changes
+            try:
+                await asyncio.to_thread(store.checkpoint_wal)
+            except sqlite3.Error as exc:  # the next round tries again; SQLite's data is safe in the WAL
+                log.warning("WAL checkpoint failed: %s", exc)
+
+
 def create_app(
     config: Config,
     *,
@@ -213,12 +229,16 @@ def create_app(
         interrupted = store.recover_interrupted()
         if interrupted:
             log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
-        watcher = asyncio.get_running_loop().create_task(_watch_for_exit(registry), name="exit-watcher")
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(_watch_for_exit(registry), name="exit-watcher")]
+        if store.checkpoint_in_background():
+            tasks.append(loop.create_task(_checkpoint_wal(store), name="wal-checkpoints"))
         try:
             yield
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await registry.shutdown()
             await bridge.aclose()
             store.close()

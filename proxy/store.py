@@ -14,11 +14,11 @@ Design decisions (read before changing):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,7 +140,31 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
+    def checkpoint_in_background(self) -> bool:
+        """Stop SQLite's own WAL checkpoints on this connection; the caller runs `checkpoint_wal()`.
+
+        An automatic checkpoint runs inside whichever commit fills the WAL and fsyncs the
+        database: one request in about a hundred waited 6-10 ms for it on the event loop.
+        Returns False (and changes nothing) if the database has no WAL, as `:memory:` has not.
+        """
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            return False
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        return True
+
+    def checkpoint_wal(self) -> None:
+        """Copy the WAL into the database (PASSIVE: never waits for, or blocks, the request path).
+
+        Its own connection, so it may run in a worker thread; sqlite3 releases the GIL meanwhile.
+        """
+        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @property
+    def total_changes(self) -> int:
+        return self.db.total_changes
+
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import signal
 import sqlite3
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from support import Harness, ProxyProcess, StreamReader, UrlClients, wait_until
 
 from proxy.simulator import Simulator
+from proxy.store import Store
 
 
 def test_kill_9_mid_stream_then_restart(
@@ -102,3 +105,24 @@ def test_lmstudio_restarted_while_the_proxy_runs(make_harness: Any, free_port: A
             assert back.status_code == 200 and back.json()["status"] == "completed"
         threads = client.get("/v1/threads").json()["data"]
         assert len(threads) == 2  # the refused requests stored nothing
+
+
+def test_wal_checkpoints_run_in_the_background(harness: Harness, tmp_path: Path) -> None:
+    # SQLite's automatic checkpoint would fsync inside some request's commit; the proxy turns
+    # it off and checkpoints from a worker thread instead. A few small writes never reach the
+    # automatic threshold, so the data shows up in the main file only by the background path.
+    with harness.client() as client:
+        reply = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "hi [tokens=3]"}]})
+        thread_id = reply.json()["thread_id"]
+
+    def in_main_file() -> bool:
+        copy = tmp_path / "main-file-only.sqlite3"
+        shutil.copyfile(harness.db, copy)  # without the -wal file beside it
+        try:
+            with contextlib.closing(sqlite3.connect(copy)) as db:
+                return db.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone() is not None
+        except sqlite3.DatabaseError:  # copied mid-checkpoint; look again
+            return False
+
+    wait_until(in_main_file, timeout=10)
+    assert Store(":memory:").checkpoint_in_background() is False
