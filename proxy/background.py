@@ -67,7 +67,13 @@ class BackgroundServer:
         self.app = create_app(self.config, lmstudio_host=host, database=self._database)
         sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            timeout_keep_alive=self.config.server.keep_alive_seconds,
+        )
         self._threaded = ThreadedServer(config, sock, name="lmstudio-proxy")
         self._threaded.start("the proxy")
         return self

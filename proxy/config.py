@@ -20,6 +20,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     allow_open: bool = False
+    keep_alive_seconds: int = 75
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def validate(config: Config) -> None:
     src = config.source or "<config>"
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"{src}: key 'server.port' must be an integer between 0 and 65535")
+    if config.server.keep_alive_seconds < 1:
+        raise ConfigError(f"{src}: key 'server.keep_alive_seconds' must be an integer >= 1")
     if config.cancel.quick_edit_seconds < 0:
         raise ConfigError(f"{src}: key 'cancel.quick_edit_seconds' must be a number >= 0")
     for name in ("drain_timeout_seconds",):

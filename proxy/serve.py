@@ -177,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=int(config.cancel.drain_timeout_seconds) + 2,
+            timeout_keep_alive=config.server.keep_alive_seconds,
         )
     finally:
         if simulator is not None:

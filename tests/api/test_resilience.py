@@ -6,13 +6,14 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import Harness, ProxyProcess, StreamReader, UrlClients, wait_until
+from support import KEY, Harness, ProxyProcess, StreamReader, UrlClients, wait_until
 
 from proxy.simulator import Simulator
 from proxy.store import Store
@@ -126,3 +127,24 @@ def test_wal_checkpoints_run_in_the_background(harness: Harness, tmp_path: Path)
 
     wait_until(in_main_file, timeout=10)
     assert Store(":memory:").checkpoint_in_background() is False
+
+
+def test_idle_connections_outlive_client_pools(
+    harness: Harness, tmp_path: Path, simulator_factory: Any, free_port: Any, processes: list[ProxyProcess]
+) -> None:
+    # uvicorn's default (5 s) equals httpx's pool expiry (5 s): a client could reuse a
+    # connection just as the server closes it, and a POST would fail with a ReadError.
+    assert harness.server._threaded.server.config.timeout_keep_alive == 75  # the default
+    config = tmp_path / "short.toml"
+    config.write_text("[server]\nkeep_alive_seconds = 1\n")
+    proc = ProxyProcess(simulator_factory(), tmp_path / "db.sqlite3", free_port(), "--config", str(config))
+    processes.append(proc)
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as sock:
+        sock.sendall(f"GET /v1/model/response/output-modes HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n\r\n".encode())
+        received = b""
+        while b"output_modes" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        sock.settimeout(3)  # the configured 1 s, not uvicorn's 5 s, or this raises TimeoutError
+        while sock.recv(65536):  # until the proxy closes the idle connection
+            pass
