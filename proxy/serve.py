@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from errno import EADDRINUSE
 from typing import TextIO
 
 import uvicorn
@@ -19,6 +20,7 @@ from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import ConfigError, ProxyError
 from proxy.models import ModelCatalog
+from proxy.serving import bind
 
 log = logging.getLogger("proxy.serve")
 
@@ -158,27 +160,39 @@ def run(args: argparse.Namespace) -> int:
             except ProxyError as exc:
                 print(f"lmstudio-proxy: cannot preload '{args.preload}': {exc.message}", file=sys.stderr, flush=True)
                 return 1
+        where = f"{config.server.host}:{config.server.port}"
+        try:
+            # Bound before the banner, so "listening on" is true and a taken port is one clear line.
+            sock = bind(config.server.host, config.server.port)
+        except OSError as exc:
+            taken = exc.errno == EADDRINUSE
+            hint = " (is another lmstudio-proxy running? pick a free port with --port)" if taken else ""
+            print(f"lmstudio-proxy: cannot listen on {where}: {exc.strerror}{hint}", file=sys.stderr, flush=True)
+            return 1
         app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"
         lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
+        host, port = sock.getsockname()[:2]
         print(
-            f"lmstudio-proxy listening on http://{config.server.host}:{config.server.port}\n"
+            f"lmstudio-proxy listening on http://{host if ':' not in host else f'[{host}]'}:{port}\n"
             f"  LM Studio: {lm}\n"
             f"  database:  {proxy.store.path or default_database_path()}\n"
             f"  auth:      {auth}\n"
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        uvicorn.run(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=int(config.cancel.drain_timeout_seconds) + 2,
-            timeout_keep_alive=config.server.keep_alive_seconds,
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=int(config.cancel.drain_timeout_seconds) + 2,
+                timeout_keep_alive=config.server.keep_alive_seconds,
+            )
         )
+        with sock:
+            server.run(sockets=[sock])
     finally:
         if simulator is not None:
             simulator.stop()

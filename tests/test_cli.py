@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -192,6 +193,20 @@ async def test_serve_preload(
         async with asyncio.timeout(TIMEOUT):
             await proc.communicate()
     assert proc.returncode == 0  # a graceful stop on SIGTERM exits 0
+
+
+def test_serve_on_a_taken_port_says_so(tmp_path: Path, simulator: Simulator) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = serve_command(
+            "--lmstudio", simulator.host_port, "--port", str(port), "--database", str(tmp_path / "proxy.sqlite3")
+        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr and "listening on" not in done.stdout
 
 
 def test_serve_preload_unknown_model(tmp_path: Path, simulator: Simulator, free_port: Callable[[], int]) -> None:
