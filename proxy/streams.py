@@ -339,7 +339,9 @@ class ActiveStream:
 
     def _checkpoint(self, now: float) -> None:
         self._last_checkpoint = now
-        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, "".join(self.parts))
+        text = "".join(self.parts)
+        self.parts = [text]  # one string, not one per token, for what came before (~50 B a token less)
+        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, text)
 
     def _on_load_progress(self, progress: float) -> None:
         # The SDK reports 100% for a model that is already loaded: not news for the client.
