@@ -226,9 +226,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
-        interrupted = store.recover_interrupted()
-        if interrupted:
-            log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+        if store.open_for_serving():
+            interrupted = store.recover_interrupted()
+            if interrupted:
+                log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+        else:
+            log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(_watch_for_exit(registry), name="exit-watcher")]
         if store.checkpoint_in_background():

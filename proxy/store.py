@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -23,6 +24,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; see Store.open_for_serving
+    fcntl = None  # type: ignore[assignment]
 
 
 def new_id(prefix: str) -> str:
@@ -135,10 +141,14 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA busy_timeout=5000")
+        self._servers_lock: int | None = None  # see open_for_serving()
         self.migrate()
 
     def close(self) -> None:
         self.db.close()
+        if self._servers_lock is not None:
+            os.close(self._servers_lock)  # releases the flock
+            self._servers_lock = None
 
     def checkpoint_in_background(self) -> bool:
         """Stop SQLite's own WAL checkpoints on this connection; the caller runs `checkpoint_wal()`.
@@ -188,6 +198,29 @@ class Store:
                 db.execute("INSERT INTO migrations VALUES (?, ?)", (name, now_iso()))
             applied.append(name)
         return applied
+
+    def open_for_serving(self) -> bool:
+        """Register this process as a server of the database; True if no other one is running.
+
+        Each serving process holds a shared `flock` on `<database>-servers.lock` for its
+        lifetime (the OS drops it when the process dies, however it dies). Trying for an
+        exclusive lock first tells whether another live proxy uses the file, whose running
+        responses must not be taken for a crash's leftovers. Without `fcntl` (Windows) and
+        for `:memory:`, the answer is always True.
+        """
+        if fcntl is None or self.path == ":memory:" or self._servers_lock is not None:
+            return True
+        fd = os.open(self.path + "-servers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        # To shared (not atomic: another process starting meanwhile also sees itself alone,
+        # which is harmless, as neither has a running response yet).
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._servers_lock = fd
+        return alone
 
     def recover_interrupted(self) -> int:
         """Mark responses left `in_progress` by a crash as interrupted; return how many."""

@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import KEY, Harness, ProxyProcess, StreamReader, UrlClients, wait_until
+from support import KEY, Harness, ProxyProcess, StreamReader, UrlClients, make_config, wait_until
 
+from proxy.background import BackgroundServer
 from proxy.simulator import Simulator
 from proxy.store import Store
 
@@ -148,3 +149,21 @@ def test_idle_connections_outlive_client_pools(
         sock.settimeout(3)  # the configured 1 s, not uvicorn's 5 s, or this raises TimeoutError
         while sock.recv(65536):  # until the proxy closes the idle connection
             pass
+
+
+def test_a_second_proxy_on_the_database_leaves_running_responses_alone(make_harness: Any) -> None:
+    # e.g. `lmstudio-proxy serve` in a terminal and serve_in_background() in a notebook, both
+    # on the default database: starting the second must not take the first's live stream for
+    # a crash's leftovers (crash recovery itself is test_kill_9_mid_stream_then_restart).
+    h: Harness = make_harness(make_config(cancel={"quick_edit_seconds": 0.0}), tokens_per_second=40.0)
+    reader = StreamReader(h, {"inputs": [{"role": "user", "content": "long [tokens=400]"}]})
+    reader.wait_deltas(2)
+    with BackgroundServer(make_config(), lmstudio_host=h.sim.host_port, database=h.db):
+        with sqlite3.connect(h.db) as conn:
+            assert conn.execute("SELECT status FROM responses").fetchall() == [("in_progress",)]
+        with h.client() as client:
+            client.post(f"/v1/model/response/{reader.thread_id}/cancel").raise_for_status()
+    assert reader.join()[-2]["event"] == "response.cancelled"  # type: ignore[index]
+    with sqlite3.connect(h.db) as conn:
+        meta = conn.execute("SELECT metadata FROM messages WHERE role = 'assistant'").fetchone()[0]
+    assert "interrupted" not in json.loads(meta)
