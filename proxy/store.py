@@ -4,7 +4,9 @@ Design decisions (read before changing):
 - One connection, used from the event loop thread. WAL with `synchronous=NORMAL` makes a
   commit a write to the WAL without an fsync, well under a millisecond, so running the
   calls inline is cheaper than hopping to a worker thread for each one; a crash can lose
-  at most the last transactions, never corrupt the file.
+  at most the last transactions, never corrupt the file. The one fsync left, the WAL
+  checkpoint, runs on a short-lived second connection in a worker thread when serving
+  (`checkpoint_in_background`, `checkpoint_wal`).
 - The schema is built by named migrations appended to `MIGRATIONS` and recorded in the
   `migrations` table; never edit a migration that has shipped, append a new one.
 - Owners are SHA-256 hashes of API keys: the key itself is never stored.
