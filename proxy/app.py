@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -203,6 +204,19 @@ async def _checkpoint_wal(store: Store) -> None:
                 await asyncio.to_thread(store.checkpoint_wal)
             except sqlite3.Error as exc:  # the next round tries again; SQLite's data is safe in the WAL
                 log.warning("WAL checkpoint failed: %s", exc)
+
+
+def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
+    """How the proxy is served, in the foreground (`serve`) and in a thread (`BackgroundServer`)."""
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=graceful_shutdown_seconds,
+        # Longer than clients keep pooled connections (httpx: 5 s, uvicorn's own default), so
+        # a client never sends a request on a connection the proxy is just closing.
+        timeout_keep_alive=config.server.keep_alive_seconds,
+    )
 
 
 def create_app(

@@ -9,9 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
-from proxy.app import Proxy, create_app
+from proxy.app import Proxy, create_app, uvicorn_config
 from proxy.config import Config
 from proxy.serving import ThreadedServer, bind
 
@@ -67,13 +65,7 @@ class BackgroundServer:
         self.app = create_app(self.config, lmstudio_host=host, database=self._database)
         sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=10,
-            timeout_keep_alive=self.config.server.keep_alive_seconds,
-        )
+        config = uvicorn_config(self.app, self.config, graceful_shutdown_seconds=10)
         self._threaded = ThreadedServer(config, sock, name="lmstudio-proxy")
         self._threaded.start("the proxy")
         return self

@@ -15,7 +15,7 @@ from typing import TextIO
 import uvicorn
 
 from proxy import config as config_module
-from proxy.app import create_app, default_database_path
+from proxy.app import create_app, default_database_path, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import ConfigError, ProxyError
@@ -182,15 +182,7 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                log_level="warning",
-                access_log=False,
-                timeout_graceful_shutdown=int(config.cancel.drain_timeout_seconds) + 2,
-                timeout_keep_alive=config.server.keep_alive_seconds,
-            )
-        )
+        server = uvicorn.Server(uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2))
         with sock:
             server.run(sockets=[sock])
     finally:
