@@ -13,11 +13,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from proxy import app as app_module
 from proxy.bridge import prediction_config
 from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, ShuttingDown, ValidationError
 from proxy.inputs import CreateRequest, parse_create, parse_json_object
 from proxy.render import OUTPUT_MODES
+from proxy.state import proxy_of
 from proxy.store import now_iso
 from proxy.streams import ActiveStream, StreamSpec, usage_json
 
@@ -52,7 +52,7 @@ def _history(stored: list[tuple[str, str]], req: CreateRequest) -> list[dict[str
 
 
 async def create_response(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     req = parse_create(parse_json_object(await request.body()))
     if not proxy.registry.accepting:
@@ -197,7 +197,7 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def cancel_stream(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread_id = request.path_params["thread_id"]
     thread = proxy.store.get_thread(thread_id)
@@ -207,7 +207,7 @@ async def cancel_stream(request: Request) -> Response:
 
 
 async def active_streams(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     data = [
         {
@@ -224,26 +224,26 @@ async def active_streams(request: Request) -> Response:
 
 
 async def output_modes(request: Request) -> Response:
-    app_module.proxy_of(request).auth.owner(request)
+    proxy_of(request).auth.owner(request)
     modes = [{"mode": m, "description": d, "is_default": default} for m, d, default in OUTPUT_MODES]
     return JSONResponse({"success": True, "output_modes": modes})
 
 
 async def reasoning_levels(request: Request) -> Response:
-    app_module.proxy_of(request).auth.owner(request)
+    proxy_of(request).auth.owner(request)
     levels = [{"level": lv, "description": d, "is_default": default} for lv, d, default in REASONING_LEVELS]
     return JSONResponse({"success": True, "reasoning_levels": levels})
 
 
 async def list_models(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     proxy.auth.owner(request)
     await proxy.catalog.refresh()
     return JSONResponse({"object": "list", "data": proxy.catalog.listing(), "aliases": proxy.catalog.aliases})
 
 
 async def usage(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     try:
         limit = int(request.query_params.get("limit") or 50)
@@ -277,7 +277,7 @@ async def usage(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     lm = await proxy.bridge.health()
     return JSONResponse(
         {

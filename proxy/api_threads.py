@@ -8,7 +8,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy import app as app_module
 from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
 from proxy.inputs import (
     parse_bool_param,
@@ -19,6 +18,7 @@ from proxy.inputs import (
 )
 from proxy.render import blocks as render_blocks
 from proxy.render import plain
+from proxy.state import proxy_of
 from proxy.store import now_iso
 
 PUBLIC_THREAD_FIELDS = (
@@ -39,7 +39,7 @@ PUBLIC_THREAD_FIELDS = (
 
 
 def _thread_json(request: Request, thread: dict[str, Any]) -> dict[str, Any]:
-    registry = app_module.proxy_of(request).registry
+    registry = proxy_of(request).registry
     out = {k: thread.get(k) for k in PUBLIC_THREAD_FIELDS}
     out["object"] = "thread"
     out["organization_id"] = out["organization_id"] or "org_local"
@@ -69,7 +69,7 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> di
 
 def _owned_thread(request: Request, owner: str) -> dict[str, Any]:
     thread_id = request.path_params["thread_id"]
-    thread = app_module.proxy_of(request).store.get_thread(thread_id)
+    thread = proxy_of(request).store.get_thread(thread_id)
     if thread is None:
         raise ResourceNotFound(f"Thread {thread_id} not found")
     if thread["owner"] != owner:
@@ -78,12 +78,12 @@ def _owned_thread(request: Request, owner: str) -> dict[str, Any]:
 
 
 def _not_streaming(request: Request, thread_id: str) -> None:
-    if thread_id in app_module.proxy_of(request).registry.streams:
+    if thread_id in proxy_of(request).registry.streams:
         raise StreamAlreadyActive("A response is streaming on this thread; cancel it first.", {"thread_id": thread_id})
 
 
 async def list_threads(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     q = request.query_params
     page_params = parse_page(q, default_order="desc")
@@ -127,7 +127,7 @@ def _check_cursor(request: Request, row: dict[str, Any] | None, owner: str, curs
 
 
 async def create_thread(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     body = await request.body()
     fields = parse_thread_fields(parse_json_object(body) if body.strip() else {}, creating=True)
@@ -137,12 +137,12 @@ async def create_thread(request: Request) -> Response:
 
 
 async def get_thread(request: Request) -> Response:
-    owner = app_module.proxy_of(request).auth.owner(request)
+    owner = proxy_of(request).auth.owner(request)
     return JSONResponse(_thread_json(request, _owned_thread(request, owner)))
 
 
 async def update_thread(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     fields = parse_thread_fields(parse_json_object(await request.body()), creating=False)
     thread = _owned_thread(request, owner)
@@ -154,7 +154,7 @@ async def update_thread(request: Request) -> Response:
 
 
 async def delete_thread(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread = _owned_thread(request, owner)
     _not_streaming(request, thread["id"])
@@ -163,7 +163,7 @@ async def delete_thread(request: Request) -> Response:
 
 
 async def delete_all_threads(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     keep = set(proxy.registry.streams)  # a streaming thread is never deleted under its stream
     deleted = proxy.store.delete_threads(owner, request.query_params.get("organization_id") or None, keep)
@@ -171,7 +171,7 @@ async def delete_all_threads(request: Request) -> Response:
 
 
 async def _pin(request: Request, pinned: bool) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread = _owned_thread(request, owner)
     pinned_at = (thread["pinned_at"] or now_iso()) if pinned else None
@@ -195,7 +195,7 @@ async def unpin_thread(request: Request) -> Response:
 
 
 async def list_messages(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread = _owned_thread(request, owner)
     q = request.query_params
@@ -226,14 +226,14 @@ async def list_messages(request: Request) -> Response:
 def _owned_message(request: Request, owner: str) -> dict[str, Any]:
     thread = _owned_thread(request, owner)
     message_id = request.path_params["message_id"]
-    message = app_module.proxy_of(request).store.get_message(thread["id"], message_id)
+    message = proxy_of(request).store.get_message(thread["id"], message_id)
     if message is None:
         raise ResourceNotFound(f"Message {message_id} not found in thread {thread['id']}")
     return message
 
 
 async def update_message(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     content, metadata = parse_message_update(parse_json_object(await request.body()))
     message = _owned_message(request, owner)
@@ -247,7 +247,7 @@ async def update_message(request: Request) -> Response:
 
 
 async def delete_message(request: Request) -> Response:
-    proxy = app_module.proxy_of(request)
+    proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     message = _owned_message(request, owner)
     _not_streaming(request, message["thread_id"])

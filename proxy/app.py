@@ -9,11 +9,9 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import uvicorn
 from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
@@ -36,6 +34,7 @@ from proxy.errors import (
     ResourceNotFound,
 )
 from proxy.models import ModelCatalog
+from proxy.state import Proxy, default_database_path
 from proxy.store import Store, now_iso
 from proxy.streams import StreamRegistry
 
@@ -43,28 +42,6 @@ log = logging.getLogger("proxy.app")
 access_log = logging.getLogger("proxy.access")
 
 WAL_CHECKPOINT_SECONDS = 1.0
-
-
-def default_database_path() -> Path:
-    return Path(platformdirs.user_data_dir("lmstudio-proxy")) / "proxy.sqlite3"
-
-
-@dataclass
-class Proxy:
-    """Everything a request handler needs, built by `create_app` and closed by its lifespan."""
-
-    config: Config
-    store: Store
-    bridge: Bridge
-    registry: StreamRegistry
-    catalog: ModelCatalog
-    auth: Authenticator
-    metrics: metrics.Metrics
-
-
-def proxy_of(request: Request) -> Proxy:
-    proxy: Proxy = request.app.state.proxy
-    return proxy
 
 
 def error_body(exc: ProxyError, trace_id: str) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from proxy.app import Proxy, create_app, uvicorn_config
+from proxy.app import create_app, uvicorn_config
 from proxy.config import Config
 from proxy.serving import ThreadedServer, bind
+from proxy.state import Proxy
 
 
 class BackgroundServer:

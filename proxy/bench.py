@@ -277,15 +277,10 @@ class Sample:
 
 async def _sse_events(response: httpx.Response) -> AsyncGenerator[dict[str, Any] | None]:
     """The JSON objects of `data:` frames as they arrive; None for `data: [DONE]`."""
-    buffer = b""
+    reader = sse.EventReader()
     async for chunk in response.aiter_bytes():
-        buffer += chunk
-        *frames, buffer = buffer.split(b"\n\n")
-        for frame in frames:
-            for line in frame.split(b"\n"):
-                if line.startswith(b"data:"):
-                    payload = line[5:].strip()
-                    yield None if payload == b"[DONE]" else json.loads(payload)
+        for event in reader.feed(chunk):
+            yield event if isinstance(event, dict) else None
 
 
 @contextlib.asynccontextmanager

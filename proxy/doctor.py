@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from proxy import config as config_module
-from proxy.app import default_database_path
 from proxy.bridge import START_HINT, Bridge
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ConfigError
 from proxy.models import ModelCatalog
 from proxy.serve import is_loopback
+from proxy.state import default_database_path
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1

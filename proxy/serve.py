@@ -15,12 +15,13 @@ from typing import TextIO
 import uvicorn
 
 from proxy import config as config_module
-from proxy.app import create_app, default_database_path, uvicorn_config
+from proxy.app import create_app, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import ConfigError, ProxyError
 from proxy.models import ModelCatalog
 from proxy.serving import bind
+from proxy.state import default_database_path
 
 log = logging.getLogger("proxy.serve")
 

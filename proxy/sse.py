@@ -30,14 +30,35 @@ def frames(events: Iterable[dict[str, Any]]) -> bytes:
     return b"".join(frame(e) for e in events)
 
 
+class EventReader:
+    """An incremental SSE reader: feed it bytes as they arrive, get whole events back.
+
+    Each event is the JSON object of its `data:` lines, or the string "[DONE]". Frames may be
+    split anywhere across chunks, lines may end in CRLF, and comment lines (`: ping`) are
+    skipped. Used by the tests, the bench, and anything else that reads the proxy's stream.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any] | str]:
+        self._buffer += chunk
+        if b"\r" in self._buffer:
+            if self._buffer.endswith(b"\r"):  # a CRLF split across chunks: wait for its LF
+                return []
+            self._buffer = self._buffer.replace(b"\r\n", b"\n")
+        *blocks, self._buffer = self._buffer.split(b"\n\n")
+        out: list[dict[str, Any] | str] = []
+        for block in blocks:
+            data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                payload = b"\n".join(data)
+                out.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
+        return out
+
+
 def parse(body: bytes | str) -> list[dict[str, Any] | str]:
-    """Decode a whole SSE body into its frames (JSON objects, or `[DONE]`); for tests and tools."""
-    text = body.decode() if isinstance(body, bytes) else body
-    out: list[dict[str, Any] | str] = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        data = [line[5:].lstrip(" ") for line in block.split("\n") if line.startswith("data:")]
-        if not data:
-            continue
-        payload = "\n".join(data)
-        out.append(payload if payload == "[DONE]" else json.loads(payload))
-    return out
+    """Decode a whole SSE body into its events (JSON objects, or "[DONE]")."""
+    reader = EventReader()
+    events = reader.feed(body.encode() if isinstance(body, str) else body)
+    return events + reader.feed(b"\n\n")

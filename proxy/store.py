@@ -7,7 +7,7 @@ Design decisions (read before changing):
   at most the last transactions, never corrupt the file. The one fsync left, the WAL
   checkpoint, runs on a short-lived second connection in a worker thread when serving
   (`checkpoint_in_background`, `checkpoint_wal`).
-- The schema is built by named migrations appended to `MIGRATIONS` and recorded in the
+- The schema is built by the named migrations of `proxy/migrations.py`, recorded in the
   `migrations` table; never edit a migration that has shipped, append a new one.
 - Owners are SHA-256 hashes of API keys: the key itself is never stored.
 - `seq` (an INTEGER PRIMARY KEY alias) gives a stable order for cursors.
@@ -21,11 +21,13 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from proxy import migrations
 
 try:
     import fcntl
@@ -41,78 +43,7 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _script(db: sqlite3.Connection, sql: str) -> None:
-    """Run several statements inside the caller's transaction (`executescript` would commit it)."""
-    for statement in sql.split(";"):
-        if statement.strip():
-            db.execute(statement)
-
-
-def _m001_initial(db: sqlite3.Connection) -> None:
-    _script(
-        db,
-        """
-        CREATE TABLE threads (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            owner TEXT NOT NULL,
-            organization_id TEXT,
-            title TEXT,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            assistant_id TEXT,
-            visible_in_ui INTEGER NOT NULL DEFAULT 1,
-            last_model_used TEXT,
-            is_pinned INTEGER NOT NULL DEFAULT 0,
-            pinned_at TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            last_message_at TEXT
-        );
-        CREATE INDEX threads_owner ON threads(owner, seq);
-        CREATE TABLE messages (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
-            role TEXT NOT NULL,
-            content TEXT NOT NULL,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            response_blocks TEXT,
-            response_id TEXT,
-            created_at TEXT NOT NULL,
-            updated_at TEXT
-        );
-        CREATE INDEX messages_thread ON messages(thread_id, seq);
-        CREATE TABLE responses (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            thread_id TEXT NOT NULL,
-            owner TEXT NOT NULL,
-            model TEXT,
-            status TEXT NOT NULL,
-            stop_reason TEXT,
-            cancel_mode TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            total_tokens INTEGER NOT NULL DEFAULT 0,
-            time_to_first_token REAL,
-            tokens_per_second REAL,
-            duration_seconds REAL,
-            user_message_id TEXT,
-            assistant_message_id TEXT,
-            error TEXT,
-            created_at TEXT NOT NULL,
-            finished_at TEXT
-        );
-        CREATE INDEX responses_owner ON responses(owner, seq);
-        CREATE INDEX responses_status ON responses(status);
-        """,
-    )
-
-
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
-
 THREAD_FIELDS = ("title", "metadata", "assistant_id", "visible_in_ui")
-TERMINAL = ("completed", "cancelled", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -191,8 +122,7 @@ class Store:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
         applied = []
-        for fn in MIGRATIONS:
-            name = fn.__name__.lstrip("_")
+        for name, fn in migrations.MIGRATIONS:
             if name in done:
                 continue
             with self.transaction() as db:

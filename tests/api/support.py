@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from proxy import sse
 from proxy.background import BackgroundServer
 from proxy.config import Config
 from proxy.simulator import Simulator
@@ -46,11 +46,10 @@ class Harness:
 
 
 def read_events(response: httpx.Response) -> Iterator[dict[str, Any] | str]:
-    """Parse SSE frames from a streaming httpx response as they arrive."""
-    for line in response.iter_lines():
-        if line.startswith("data:"):
-            payload = line[5:].strip()
-            yield payload if payload == "[DONE]" else json.loads(payload)
+    """The SSE events of a streaming httpx response as they arrive (the package's own reader)."""
+    reader = sse.EventReader()
+    for chunk in response.iter_bytes():
+        yield from reader.feed(chunk)
 
 
 def stream_all(client: httpx.Client, body: dict[str, Any]) -> list[dict[str, Any] | str]:

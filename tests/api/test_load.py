@@ -7,7 +7,6 @@ The figures it measured are printed (run with -s to see them).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import sqlite3
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from support import ProxyProcess, wait_until
+
+from proxy import sse
 
 pytestmark = pytest.mark.slow
 
@@ -57,27 +58,25 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> N
         if response.status_code != 200:
             return
         deltas = 0
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            event = payload if payload == "[DONE]" else json.loads(payload)
-            events.append(event)
-            if isinstance(event, dict):
-                thread_id = thread_id or event.get("thread_id")
-                if event["event"] == "response.content_delta":
-                    deltas += 1
-            if action == "slow":
-                await asyncio.sleep(0.02)
-            if deltas >= after and action == "cancel" and cancel_status is None:
-                cancel = await client.post(f"/v1/model/response/{thread_id}/cancel", headers=headers)
-                cancel_status = cancel.status_code
-                tally.counts[f"cancel_{cancel.status_code}"] += 1
-                if cancel.status_code == 200:
-                    tally.counts[f"mode_{cancel.json()['cancel_mode']}"] += 1
-            if deltas >= after and action == "disconnect":
-                tally.counts["disconnected"] += 1
-                return
+        reader = sse.EventReader()
+        async for chunk in response.aiter_bytes():
+            for event in reader.feed(chunk):
+                events.append(event)
+                if isinstance(event, dict):
+                    thread_id = thread_id or event.get("thread_id")
+                    if event["event"] == "response.content_delta":
+                        deltas += 1
+                if action == "slow":
+                    await asyncio.sleep(0.02)
+                if deltas >= after and action == "cancel" and cancel_status is None:
+                    cancel = await client.post(f"/v1/model/response/{thread_id}/cancel", headers=headers)
+                    cancel_status = cancel.status_code
+                    tally.counts[f"cancel_{cancel.status_code}"] += 1
+                    if cancel.status_code == 200:
+                        tally.counts[f"mode_{cancel.json()['cancel_mode']}"] += 1
+                if deltas >= after and action == "disconnect":
+                    tally.counts["disconnected"] += 1
+                    return
     terminal = [
         e
         for e in events

@@ -1,0 +1,87 @@
+"""The schema, as named migrations applied in order and recorded in the `migrations` table.
+
+Never edit a migration that has shipped: append a new function decorated with `@migration`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Append `fn` to the migrations, under its name."""
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run several statements inside the caller's transaction (`executescript` would commit it)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    _script(
+        db,
+        """
+        CREATE TABLE threads (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            owner TEXT NOT NULL,
+            organization_id TEXT,
+            title TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            assistant_id TEXT,
+            visible_in_ui INTEGER NOT NULL DEFAULT 1,
+            last_model_used TEXT,
+            is_pinned INTEGER NOT NULL DEFAULT 0,
+            pinned_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            last_message_at TEXT
+        );
+        CREATE INDEX threads_owner ON threads(owner, seq);
+        CREATE TABLE messages (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            response_blocks TEXT,
+            response_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT
+        );
+        CREATE INDEX messages_thread ON messages(thread_id, seq);
+        CREATE TABLE responses (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            thread_id TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            model TEXT,
+            status TEXT NOT NULL,
+            stop_reason TEXT,
+            cancel_mode TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            total_tokens INTEGER NOT NULL DEFAULT 0,
+            time_to_first_token REAL,
+            tokens_per_second REAL,
+            duration_seconds REAL,
+            user_message_id TEXT,
+            assistant_message_id TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX responses_owner ON responses(owner, seq);
+        CREATE INDEX responses_status ON responses(status);
+        """,
+    )

@@ -1,0 +1,65 @@
+"""The events of one stream waiting for its SSE writer; consecutive text deltas coalesce."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+TEXT_EVENTS = {"response.content_delta": "delta", "reasoning.content": "content"}
+
+
+class Outbox:
+    """Events waiting for the SSE writer, in order; consecutive deltas coalesce."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._parts: list[list[str]] = []  # per item: pending text parts of a delta item
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.pending_since = 0.0  # perf_counter() when the oldest waiting event was pushed
+
+    def push(self, event: dict[str, Any]) -> None:
+        if not self._items:
+            self.pending_since = time.perf_counter()
+        self._items.append(event)
+        self._parts.append([])
+        self._ready.set()
+
+    def push_text(self, event_name: str, field_name: str, text: str) -> None:
+        if self._items and self._items[-1]["event"] == event_name:
+            self._parts[-1].append(text)
+        else:
+            if not self._items:
+                self.pending_since = time.perf_counter()
+            self._items.append({"event": event_name, field_name: ""})
+            self._parts.append([text])
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    def take_nowait(self) -> list[dict[str, Any]]:
+        items, parts = self._items, self._parts
+        self._items, self._parts = [], []
+        self._ready.clear()
+        for item, pending in zip(items, parts, strict=True):
+            if pending:
+                item[TEXT_EVENTS[item["event"]]] = "".join(pending)
+        return items
+
+    @staticmethod
+    def merge(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Two batches in order, the text events where they meet joined into one."""
+        if first and then and first[-1]["event"] == then[0]["event"] in TEXT_EVENTS:
+            key = TEXT_EVENTS[then[0]["event"]]
+            first[-1] = {**first[-1], key: first[-1][key] + then[0][key]}
+            then = then[1:]
+        return first + then
+
+    async def take(self) -> list[dict[str, Any]]:
+        """Everything pending, waiting for something if need be; [] once closed and empty."""
+        if not self._items and not self.closed:
+            await self._ready.wait()
+        return self.take_nowait()
