@@ -38,6 +38,8 @@ from typing import Any, TextIO, TypeVar
 import httpx
 import lmstudio
 
+from proxy import sse
+
 DEFAULT_STREAMS = (1, 8, 32, 128)
 DEFAULT_TOKENS = 500  # per stream, in the throughput runs
 DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
