@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Literal
 
-import anyio
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
-from proxy.bridge import prediction_config
-from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, ShuttingDown, ValidationError
-from proxy.inputs import CreateRequest, parse_create, parse_json_object
+from proxy.accept import accept
+from proxy.errors import InsufficientPermissions
+from proxy.outcomes import usage_json
+from proxy.relay import EventStream
 from proxy.render import OUTPUT_MODES
+from proxy.routing import Endpoints, Operation
 from proxy.state import proxy_of
 from proxy.store import now_iso
-from proxy.streams import ActiveStream, StreamSpec, usage_json
+from proxy.streams import ActiveStream
+from proxy.wire import bodies
+from proxy.wire.decode import decode_create, decode_query
+from proxy.wire.events import STREAM_DESCRIPTION
+from proxy.wire.requests import CreateResponseRequest, UsageQuery
 
 REASONING_LEVELS = (
     ("off", "No reasoning", False),
@@ -27,72 +29,27 @@ REASONING_LEVELS = (
     ("medium", "Balanced reasoning (the model's default)", True),
     ("high", "Extended reasoning", False),
 )
+CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, sent to nobody
+
+api = Endpoints()
 
 
-def _history(stored: list[tuple[str, str]], req: CreateRequest) -> list[dict[str, str]]:
-    """The messages LM Studio gets: system prompt, then the thread, then the new inputs.
-
-    Empty messages are skipped and consecutive assistant messages merged: the SDK merges
-    consecutive user messages itself but rejects consecutive assistant ones.
-    """
-    messages: list[dict[str, str]] = []
-    system = [text for role, text in req.inputs if role == "system"]
-    if req.instructions:
-        system.insert(0, req.instructions)
-    if system:
-        messages.append({"role": "system", "content": "\n\n".join(system)})
-    for role, text in [*stored, *((r, t) for r, t in req.inputs if r != "system")]:
-        if not text or role not in ("user", "assistant"):
-            continue
-        if messages and role == "assistant" and messages[-1]["role"] == "assistant":
-            messages[-1]["content"] += "\n\n" + text
-        else:
-            messages.append({"role": role, "content": text})
-    return messages
-
-
+@api.post(
+    "/v1/model/response",
+    Operation(
+        "createResponse", "Create a response (JSON, or SSE with stream: true)", "responses",
+        response=bodies.ResponseBody, body=CreateResponseRequest, errors=(400, 403, 404, 409, 413, 422, 503),
+        response_description="The response: one JSON body, or (stream: true) an SSE stream",
+        description="The user message is stored when the request is accepted, the assistant message when the "
+        "prediction ends.\n\n" + STREAM_DESCRIPTION,
+        stream_description=STREAM_DESCRIPTION,
+    ),
+)  # fmt: skip
 async def create_response(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    req = parse_create(parse_json_object(await request.body()))
-    if not proxy.registry.accepting:
-        raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
-    # Everything that can fail or wait happens before anything is stored.
-    model = await proxy.catalog.resolve(req.model)
-    stored: list[tuple[str, str]] = []
-    if req.thread_id:
-        thread = proxy.store.get_thread(req.thread_id)
-        if thread is None:
-            raise ResourceNotFound(f"Thread {req.thread_id} not found")
-        if thread["owner"] != owner:
-            raise InsufficientPermissions("You don't have permission to use this thread")
-        proxy.registry.check_free(req.thread_id)
-        stored = proxy.store.history(req.thread_id)
-    # From here to registry.start() nothing awaits, so the 409 check above cannot go stale.
-    thread_fields = {
-        "organization_id": req.organization_id or "org_local",
-        "assistant_id": req.assistant_id,
-        "metadata": req.metadata,
-        "visible_in_ui": req.store,
-    }
-    inputs = [(r, t) for r, t in req.inputs if r != "system"]
-    thread_id, response_id, message_ids, created = proxy.store.begin_response(
-        owner, req.thread_id or "", model, inputs, thread_fields
-    )
-    spec = StreamSpec(
-        owner=owner,
-        thread_id=thread_id,
-        response_id=response_id,
-        message_ids=message_ids,
-        thread_created=created,
-        model=model,
-        messages=_history(stored, req),
-        prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens, None),
-        output_mode=req.output_mode,
-        trace_id=request.state.trace_id,
-        streaming=req.stream,
-    )
-    stream = proxy.registry.start(spec)
+    req = decode_create(await request.body())
+    stream = await accept(proxy, owner, req, request.state.trace_id)
     if not req.stream:
         return await _wait_json(request, stream)
     # The prediction goes to LM Studio first (the SDK's send takes a few loop turns); setting
@@ -102,39 +59,7 @@ async def create_response(request: Request) -> Response:
     except BaseException:
         await asyncio.shield(stream.client_gone())
         raise
-    return EventSource(stream, proxy.config.cancel.drain_timeout_seconds + 2)
-
-
-class EventSource(EventSourceResponse):
-    """sse-starlette's response for one stream; a client that leaves before the end stops it.
-
-    It also drops the anyio cancel scope sse-starlette puts around every write: without a send
-    timeout (we set none) that scope does nothing, and it was ~6 % of the proxy's CPU per
-    relayed token.
-    """
-
-    def __init__(self, stream: ActiveStream, shutdown_grace_period: float) -> None:
-        super().__init__(
-            stream.sse_body(),
-            ping=0,
-            sep="\n",
-            # On shutdown sse-starlette would cancel the body at once; the grace period lets the
-            # stream end itself with SERVER_SHUTTING_DOWN (see app._watch_for_exit).
-            shutdown_event=anyio.Event(),
-            shutdown_grace_period=shutdown_grace_period,
-        )
-        self.stream = stream
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            # Also when the client left before the body started, which the body can't notice.
-            if not self.stream.finished.is_set():
-                await asyncio.shield(self.stream.client_gone())
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        await send(message)
+    return EventStream(stream)  # type: ignore[return-value]  # an ASGI app, as Starlette allows
 
 
 async def _wait_json(request: Request, stream: ActiveStream) -> Response:
@@ -148,39 +73,36 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
         if not finished.done():
             await asyncio.shield(stream.client_gone())
             finished.cancel()
-    final = stream.final or {}
-    if final.get("status") == "failed":
-        error = final["error"]
-        assert isinstance(error, ProxyError)
-        raise error
+    final = stream.final
+    if final is None or not finished.done():
+        return Response(status_code=CLIENT_GONE)  # nobody is there to read an answer
+    if final.error is not None:
+        raise final.error
     s = stream.spec
-    text = final.get("rendered", final.get("text", ""))
-    blocks = final.get("blocks")
-    usage = usage_json(final["usage"])
-    message_id = final.get("message_id")
-    body: dict[str, Any] = {
+    status: Literal["completed", "cancelled"] = "completed" if final.status == "completed" else "cancelled"
+    body: bodies.ResponseBody = {
         "success": True,
         "thread_id": s.thread_id,
         "response_id": s.response_id,
-        "response": text,
+        "response": final.rendered or final.text,
         "is_summarized": False,
-        "response_blocks": blocks,
+        "response_blocks": final.blocks,
         "assistant_id": None,
         "id": s.response_id,
         "object": "response",
         "created_at": int(time.time()),
-        "status": final["status"],
+        "status": status,
         "model": s.model,
         "output": [
             {
                 "type": "message",
-                "id": message_id or s.response_id,
-                "status": final["status"],
+                "id": final.message_id or s.response_id,
+                "status": status,
                 "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
+                "content": [{"type": "output_text", "text": final.rendered or final.text, "annotations": []}],
             }
         ],
-        "usage": usage,
+        "usage": usage_json(final.usage),
     }
     response = JSONResponse(body)
     # Time in the proxy outside LM Studio: before LM Studio was asked, and after it was done.
@@ -196,6 +118,14 @@ async def _wait_disconnect(request: Request) -> None:
             return
 
 
+@api.post(
+    "/v1/model/response/{thread_id}/cancel",
+    Operation(
+        "cancelStream", "Cancel the stream running on a thread", "responses", response=bodies.CancelStreamResponse,
+        errors=(403, 404), response_description="The stream was stopped (or had been: the same body again)",
+        description="No body. 404 `No active stream found for this thread` when nothing runs there.",
+    ),
+)  # fmt: skip
 async def cancel_stream(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
@@ -206,97 +136,125 @@ async def cancel_stream(request: Request) -> Response:
     return JSONResponse(await proxy.registry.cancel(thread_id, owner))
 
 
+@api.get(
+    "/v1/model/response/active",
+    Operation(
+        "listActiveStreams", "List the caller's running streams (proxy addition)", "responses",
+        response=bodies.ActiveStreamList, response_description="The running streams",
+    ),
+)  # fmt: skip
 async def active_streams(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    data = [
-        {
-            "thread_id": s.thread_id,
-            "response_id": s.spec.response_id,
-            "model": s.spec.model,
-            "elapsed_seconds": round(s.elapsed(), 3),
-            "partial_content_length": s.partial_length(),
-            "cancel_mode_now": s.mode_now(),
-        }
-        for s in proxy.registry.for_owner(owner)
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    body: bodies.ActiveStreamList = {
+        "object": "list",
+        "data": [
+            {
+                "thread_id": s.thread_id,
+                "response_id": s.spec.response_id,
+                "model": s.spec.model,
+                "elapsed_seconds": round(s.elapsed(), 3),
+                "partial_content_length": s.partial_length(),
+                "cancel_mode_now": s.mode_now(),
+            }
+            for s in proxy.registry.for_owner(owner)
+        ],
+    }
+    return JSONResponse(body)
 
 
+@api.get(
+    "/v1/model/response/output-modes",
+    Operation("listOutputModes", "List output modes", "responses", response=bodies.OutputModes),
+)
 async def output_modes(request: Request) -> Response:
     proxy_of(request).auth.owner(request)
-    modes = [{"mode": m, "description": d, "is_default": default} for m, d, default in OUTPUT_MODES]
-    return JSONResponse({"success": True, "output_modes": modes})
+    body: bodies.OutputModes = {
+        "success": True,
+        "output_modes": [{"mode": m, "description": d, "is_default": default} for m, d, default in OUTPUT_MODES],
+    }
+    return JSONResponse(body)
 
 
+@api.get(
+    "/v1/model/response/reasoning-levels",
+    Operation("listReasoningLevels", "List reasoning levels", "responses", response=bodies.ReasoningLevels),
+)
 async def reasoning_levels(request: Request) -> Response:
     proxy_of(request).auth.owner(request)
-    levels = [{"level": lv, "description": d, "is_default": default} for lv, d, default in REASONING_LEVELS]
-    return JSONResponse({"success": True, "reasoning_levels": levels})
+    body: bodies.ReasoningLevels = {
+        "success": True,
+        "reasoning_levels": [
+            {"level": lv, "description": d, "is_default": default} for lv, d, default in REASONING_LEVELS
+        ],
+    }
+    return JSONResponse(body)
 
 
+@api.get(
+    "/v1/models",
+    Operation("listModels", "List LM Studio models", "models", response=bodies.ModelList, errors=(503,)),
+)
 async def list_models(request: Request) -> Response:
     proxy = proxy_of(request)
     proxy.auth.owner(request)
     await proxy.catalog.refresh()
-    return JSONResponse({"object": "list", "data": proxy.catalog.listing(), "aliases": proxy.catalog.aliases})
+    body: bodies.ModelList = {"object": "list", "data": proxy.catalog.listing(), "aliases": proxy.catalog.aliases}
+    return JSONResponse(body)
 
 
+@api.get(
+    "/v1/usage",
+    Operation(
+        "listUsage", "List the caller's usage records (proxy addition)", "usage", response=bodies.UsageList,
+        query=UsageQuery, errors=(422,), response_description="Usage records, newest first",
+    ),
+)  # fmt: skip
 async def usage(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    try:
-        limit = int(request.query_params.get("limit") or 50)
-        if not 1 <= limit <= 1000:
-            raise ValueError
-    except ValueError:
-        raise ValidationError(
-            "Invalid query parameters",
-            {"errors": [{"field": "limit", "message": "must be an integer between 1 and 1000"}]},
-        ) from None
-    page = proxy.store.list_usage(owner, request.query_params.get("thread_id") or None, limit)
-    data = [
-        {
-            k: r[k]
-            for k in (
-                "thread_id",
-                "model",
-                "status",
-                "stop_reason",
-                "cancel_mode",
-                "input_tokens",
-                "output_tokens",
-                "total_tokens",
-                "created_at",
-            )
-        }
-        | {"response_id": r["id"]}
-        for r in page.rows
-    ]
-    return JSONResponse({"object": "list", "data": data, "has_more": page.has_more})
+    query = decode_query(UsageQuery, request.query_params)
+    page = proxy.store.list_usage(owner, query.thread_id, query.limit)
+    body: bodies.UsageList = {
+        "object": "list",
+        "data": [
+            {
+                "response_id": r["id"],
+                "thread_id": r["thread_id"],
+                "model": r["model"],
+                "status": r["status"],
+                "stop_reason": r["stop_reason"],
+                "cancel_mode": r["cancel_mode"],
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "total_tokens": r["total_tokens"],
+                "created_at": r["created_at"],
+            }
+            for r in page.rows
+        ],
+        "has_more": page.has_more,
+    }
+    return JSONResponse(body)
 
 
+@api.get(
+    "/health",
+    Operation(
+        "health", "Proxy status, and whether LM Studio is reachable", "meta", response=bodies.Health, public=True,
+        response_description="The status (200 also when LM Studio is unreachable: status degraded)",
+    ),
+)  # fmt: skip
 async def health(request: Request) -> Response:
     proxy = proxy_of(request)
-    lm = await proxy.bridge.health()
-    return JSONResponse(
-        {
-            "status": "ok" if lm["reachable"] else "degraded",
-            "lmstudio": lm,
-            "active_streams": len(proxy.registry.streams),
-            "database": proxy.store.path,
-            "time": now_iso(),
-        }
-    )
+    body: bodies.Health = {
+        "status": "ok",
+        "lmstudio": await proxy.bridge.health(),
+        "active_streams": len(proxy.registry.streams),
+        "database": proxy.store.path,
+        "time": now_iso(),
+    }
+    body["status"] = "ok" if body["lmstudio"]["reachable"] else "degraded"
+    return JSONResponse(body)
 
 
-routes = [
-    Route("/v1/model/response", create_response, methods=["POST"]),
-    Route("/v1/model/response/output-modes", output_modes, methods=["GET"]),
-    Route("/v1/model/response/reasoning-levels", reasoning_levels, methods=["GET"]),
-    Route("/v1/model/response/active", active_streams, methods=["GET"]),
-    Route("/v1/model/response/{thread_id}/cancel", cancel_stream, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/usage", usage, methods=["GET"]),
-    Route("/health", health, methods=["GET"]),
-]
+routes = api.routes

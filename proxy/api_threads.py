@@ -2,53 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
-from proxy.inputs import (
-    parse_bool_param,
-    parse_json_object,
-    parse_message_update,
-    parse_page,
-    parse_thread_fields,
-)
 from proxy.render import blocks as render_blocks
 from proxy.render import plain
-from proxy.state import proxy_of
+from proxy.routing import Endpoints, Operation
+from proxy.state import Proxy, proxy_of
 from proxy.store import now_iso
-
-PUBLIC_THREAD_FIELDS = (
-    "id",
-    "created_at",
-    "updated_at",
-    "organization_id",
-    "message_count",
-    "last_message_at",
-    "title",
-    "metadata",
-    "assistant_id",
-    "visible_in_ui",
-    "last_model_used",
-    "is_pinned",
-    "pinned_at",
+from proxy.wire import bodies
+from proxy.wire.decode import decode_body, decode_query
+from proxy.wire.requests import (
+    DeleteThreadsQuery,
+    MessageListQuery,
+    MessageUpdate,
+    ThreadCreate,
+    ThreadListQuery,
+    ThreadUpdate,
 )
 
-
-def _thread_json(request: Request, thread: dict[str, Any]) -> dict[str, Any]:
-    registry = proxy_of(request).registry
-    out = {k: thread.get(k) for k in PUBLIC_THREAD_FIELDS}
-    out["object"] = "thread"
-    out["organization_id"] = out["organization_id"] or "org_local"
-    # Derived, not stored: a crash can never leave a thread stuck in "streaming".
-    out["status"] = "streaming" if thread["id"] in registry.streams else "inactive"
-    return out
+ORGANIZATION = "org_local"
+api = Endpoints()
 
 
-def _message_json(message: dict[str, Any], output_mode: str | None = None) -> dict[str, Any]:
+def _thread_json(proxy: Proxy, thread: dict[str, Any]) -> bodies.Thread:
+    return {
+        "id": thread["id"],
+        "object": "thread",
+        "created_at": thread["created_at"],
+        "updated_at": thread["updated_at"],
+        "organization_id": thread["organization_id"] or ORGANIZATION,
+        "message_count": thread["message_count"],
+        "last_message_at": thread["last_message_at"],
+        "title": thread["title"],
+        "metadata": thread["metadata"],
+        "assistant_id": thread["assistant_id"],
+        # Derived, not stored: a crash can never leave a thread stuck in "streaming".
+        "status": "streaming" if thread["id"] in proxy.registry.streams else "inactive",
+        "visible_in_ui": thread["visible_in_ui"],
+        "last_model_used": thread["last_model_used"],
+        "is_pinned": thread["is_pinned"],
+        "pinned_at": thread["pinned_at"],
+    }
+
+
+def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bodies.Message:
     content = message["content"]
     blocks = message["response_blocks"]
     if message["role"] == "assistant" and output_mode == "plain":
@@ -63,7 +64,7 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> di
         "role": message["role"],
         "content": content,
         "metadata": message["metadata"],
-        "response_blocks": blocks,
+        "response_blocks": cast(list[bodies.ResponseBlock] | None, blocks),
     }
 
 
@@ -77,97 +78,122 @@ def _owned_thread(request: Request, owner: str) -> dict[str, Any]:
     return thread
 
 
-def _not_streaming(request: Request, thread_id: str) -> None:
-    if thread_id in proxy_of(request).registry.streams:
+def _not_streaming(proxy: Proxy, thread_id: str) -> None:
+    if thread_id in proxy.registry.streams:
         raise StreamAlreadyActive("A response is streaming on this thread; cancel it first.", {"thread_id": thread_id})
 
 
+@api.get(
+    "/v1/threads",
+    Operation(
+        "listThreads", "List the caller's threads", "threads", response=bodies.ThreadList, query=ThreadListQuery,
+        errors=(404, 422), response_description="A page of threads",
+    ),
+)  # fmt: skip
 async def list_threads(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    q = request.query_params
-    page_params = parse_page(q, default_order="desc")
-    filters: dict[str, Any] = {}
-    for name in ("organization_id", "assistant_id"):
-        if q.get(name):
-            filters[name] = q[name]
-    for name in ("visible_in_ui", "is_pinned"):
-        value = parse_bool_param(q, name)
-        if value is not None:
-            filters[name] = value
-    for cursor in (page_params.after, page_params.before):
+    q = decode_query(ThreadListQuery, request.query_params)
+    filters = q.model_dump(include={"organization_id", "assistant_id", "visible_in_ui", "is_pinned"}, exclude_none=True)
+    for cursor in (q.after, q.before):
         if cursor:
-            _check_cursor(request, proxy.store.get_thread(cursor), owner, cursor)
+            row = proxy.store.get_thread(cursor)
+            if row is None or row["owner"] != owner:  # another key's id is a 404, never a leak
+                raise ResourceNotFound(f"Cursor {cursor} not found")
     page = proxy.store.list_threads(
-        owner,
-        limit=page_params.limit,
-        order=page_params.order,
-        after=page_params.after,
-        before=page_params.before,
-        filters=filters,
+        owner, limit=q.limit, order=q.order, after=q.after, before=q.before, filters=filters
     )
-    data = [_thread_json(request, t) for t in page.rows]
-    body: dict[str, Any] = {
+    data = [_thread_json(proxy, t) for t in page.rows]
+    body: bodies.ThreadList = {
         "object": "list",
         "data": data,
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
         "has_more": page.has_more,
-        "limit": page_params.limit,
+        "limit": q.limit,
     }
-    if parse_bool_param(q, "include_total"):
+    if q.include_total:
         body["total"] = proxy.store.count_threads(owner, filters)
     return JSONResponse(body)
 
 
-def _check_cursor(request: Request, row: dict[str, Any] | None, owner: str, cursor: str) -> None:
-    """A cursor must name one of the caller's own items; anything else is a 404, never a leak."""
-    if row is None or row.get("owner", owner) != owner:
-        raise ResourceNotFound(f"Cursor {cursor} not found")
-
-
+@api.post(
+    "/v1/threads",
+    Operation(
+        "createThread", "Create a thread", "threads", response=bodies.Thread, status=201, body=ThreadCreate,
+        body_required=False, errors=(400, 413, 422), response_description="The new thread",
+    ),
+)  # fmt: skip
 async def create_thread(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    body = await request.body()
-    fields = parse_thread_fields(parse_json_object(body) if body.strip() else {}, creating=True)
-    fields["organization_id"] = fields.get("organization_id") or "org_local"
+    fields = decode_body(ThreadCreate, await request.body(), empty_is_object=True).model_dump(exclude_unset=True)
+    fields["organization_id"] = fields.get("organization_id") or ORGANIZATION
     thread = proxy.store.create_thread(owner, **fields)
-    return JSONResponse(_thread_json(request, thread), status_code=201)
+    return JSONResponse(_thread_json(proxy, thread), status_code=201)
 
 
+@api.get("/v1/threads/{thread_id}", Operation("getThread", "Get a thread", "threads", bodies.Thread, errors=(403, 404)))
 async def get_thread(request: Request) -> Response:
-    owner = proxy_of(request).auth.owner(request)
-    return JSONResponse(_thread_json(request, _owned_thread(request, owner)))
+    proxy = proxy_of(request)
+    owner = proxy.auth.owner(request)
+    return JSONResponse(_thread_json(proxy, _owned_thread(request, owner)))
 
 
+@api.patch(
+    "/v1/threads/{thread_id}",
+    Operation(
+        "updateThread", "Update a thread", "threads", response=bodies.Thread, body=ThreadUpdate,
+        errors=(400, 403, 404, 413, 422), response_description="The updated thread",
+    ),
+)  # fmt: skip
 async def update_thread(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    fields = parse_thread_fields(parse_json_object(await request.body()), creating=False)
+    fields = decode_body(ThreadUpdate, await request.body()).model_dump(exclude_unset=True)
     thread = _owned_thread(request, owner)
+    if "metadata" in fields:
+        fields["metadata"] = fields["metadata"] or {}
+    if "visible_in_ui" in fields:
+        fields["visible_in_ui"] = fields["visible_in_ui"] is not False
     if fields:
         proxy.store.update_thread(thread["id"], **fields)
     updated = proxy.store.get_thread(thread["id"])
     assert updated is not None
-    return JSONResponse(_thread_json(request, updated))
+    return JSONResponse(_thread_json(proxy, updated))
 
 
+@api.delete(
+    "/v1/threads/{thread_id}",
+    Operation(
+        "deleteThread", "Delete a thread and its messages", "threads", status=204, errors=(403, 404, 409),
+        response_description="Deleted",
+    ),
+)  # fmt: skip
 async def delete_thread(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread = _owned_thread(request, owner)
-    _not_streaming(request, thread["id"])
+    _not_streaming(proxy, thread["id"])
     proxy.store.delete_thread(thread["id"])
     return Response(status_code=204)
 
 
+@api.delete(
+    "/v1/threads",
+    Operation(
+        "deleteThreads", "Delete all the caller's threads (except any streaming one)", "threads",
+        response=bodies.ThreadsDeleted, query=DeleteThreadsQuery, response_description="How many were deleted",
+    ),
+)  # fmt: skip
 async def delete_all_threads(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
+    q = decode_query(DeleteThreadsQuery, request.query_params)
     keep = set(proxy.registry.streams)  # a streaming thread is never deleted under its stream
-    deleted = proxy.store.delete_threads(owner, request.query_params.get("organization_id") or None, keep)
-    return JSONResponse({"deleted": deleted, "message": f"Deleted {deleted} thread(s)"})
+    deleted = proxy.store.delete_threads(owner, q.organization_id, keep)
+    body: bodies.ThreadsDeleted = {"deleted": deleted, "message": f"Deleted {deleted} thread(s)"}
+    return JSONResponse(body)
 
 
 async def _pin(request: Request, pinned: bool) -> Response:
@@ -176,51 +202,56 @@ async def _pin(request: Request, pinned: bool) -> Response:
     thread = _owned_thread(request, owner)
     pinned_at = (thread["pinned_at"] or now_iso()) if pinned else None
     proxy.store.update_thread(thread["id"], is_pinned=pinned, pinned_at=pinned_at)
-    return JSONResponse(
-        {
-            "id": thread["id"],
-            "is_pinned": pinned,
-            "pinned_at": pinned_at,
-            "message": "Thread pinned" if pinned else "Thread unpinned",
-        }
-    )
+    body: bodies.ThreadPin = {
+        "id": thread["id"],
+        "is_pinned": pinned,
+        "pinned_at": pinned_at,
+        "message": "Thread pinned" if pinned else "Thread unpinned",
+    }
+    return JSONResponse(body)
 
 
+@api.post(
+    "/v1/threads/{thread_id}/pin",
+    Operation("pinThread", "Pin a thread", "threads", response=bodies.ThreadPin, errors=(403, 404)),
+)
 async def pin_thread(request: Request) -> Response:
     return await _pin(request, True)
 
 
+@api.post(
+    "/v1/threads/{thread_id}/unpin",
+    Operation("unpinThread", "Unpin a thread", "threads", response=bodies.ThreadPin, errors=(403, 404)),
+)
 async def unpin_thread(request: Request) -> Response:
     return await _pin(request, False)
 
 
+@api.get(
+    "/v1/threads/{thread_id}/messages",
+    Operation(
+        "listMessages", "List a thread's messages", "messages", response=bodies.MessageList, query=MessageListQuery,
+        errors=(403, 404, 422), response_description="A page of messages",
+    ),
+)  # fmt: skip
 async def list_messages(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread = _owned_thread(request, owner)
-    q = request.query_params
-    page_params = parse_page(q, default_order="asc")
-    for cursor in (page_params.after, page_params.before):
+    q = decode_query(MessageListQuery, request.query_params)
+    for cursor in (q.after, q.before):
         if cursor and proxy.store.get_message(thread["id"], cursor) is None:
             raise ResourceNotFound(f"Cursor {cursor} not found")
-    page = proxy.store.list_messages(
-        thread["id"],
-        limit=page_params.limit,
-        order=page_params.order,
-        after=page_params.after,
-        before=page_params.before,
-    )
-    mode = q.get("output_mode")
-    data = [_message_json(m, mode) for m in page.rows]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    page = proxy.store.list_messages(thread["id"], limit=q.limit, order=q.order, after=q.after, before=q.before)
+    data = [_message_json(m, q.output_mode) for m in page.rows]
+    body: bodies.MessageList = {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": page.has_more,
+    }
+    return JSONResponse(body)
 
 
 def _owned_message(request: Request, owner: str) -> dict[str, Any]:
@@ -232,13 +263,21 @@ def _owned_message(request: Request, owner: str) -> dict[str, Any]:
     return message
 
 
+@api.patch(
+    "/v1/threads/{thread_id}/messages/{message_id}",
+    Operation(
+        "updateMessage", "Update a message", "messages", response=bodies.Message, body=MessageUpdate,
+        errors=(400, 403, 404, 409, 413, 422), response_description="The updated message",
+        description="`metadata` is merged into the stored metadata: a key set to null is removed.",
+    ),
+)  # fmt: skip
 async def update_message(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    content, metadata = parse_message_update(parse_json_object(await request.body()))
+    update = decode_body(MessageUpdate, await request.body())
     message = _owned_message(request, owner)
-    _not_streaming(request, message["thread_id"])
-    proxy.store.update_message(message["id"], content, metadata)
+    _not_streaming(proxy, message["thread_id"])
+    proxy.store.update_message(message["id"], update.content, update.metadata)
     updated = proxy.store.get_message(message["thread_id"], message["id"])
     assert updated is not None
     body = _message_json(updated)
@@ -246,25 +285,18 @@ async def update_message(request: Request) -> Response:
     return JSONResponse(body)
 
 
+@api.delete(
+    "/v1/threads/{thread_id}/messages/{message_id}",
+    Operation("deleteMessage", "Delete a message", "messages", response=bodies.MessageDeleted, errors=(403, 404, 409)),
+)
 async def delete_message(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     message = _owned_message(request, owner)
-    _not_streaming(request, message["thread_id"])
+    _not_streaming(proxy, message["thread_id"])
     proxy.store.delete_message(message["id"])
-    return JSONResponse({"id": message["id"], "deleted": True, "object": "thread.message.deleted"})
+    body: bodies.MessageDeleted = {"id": message["id"], "deleted": True, "object": "thread.message.deleted"}
+    return JSONResponse(body)
 
 
-routes = [
-    Route("/v1/threads", list_threads, methods=["GET"]),
-    Route("/v1/threads", create_thread, methods=["POST"]),
-    Route("/v1/threads", delete_all_threads, methods=["DELETE"]),
-    Route("/v1/threads/{thread_id}", get_thread, methods=["GET"]),
-    Route("/v1/threads/{thread_id}", update_thread, methods=["PATCH"]),
-    Route("/v1/threads/{thread_id}", delete_thread, methods=["DELETE"]),
-    Route("/v1/threads/{thread_id}/pin", pin_thread, methods=["POST"]),
-    Route("/v1/threads/{thread_id}/unpin", unpin_thread, methods=["POST"]),
-    Route("/v1/threads/{thread_id}/messages", list_messages, methods=["GET"]),
-    Route("/v1/threads/{thread_id}/messages/{message_id}", update_message, methods=["PATCH"]),
-    Route("/v1/threads/{thread_id}/messages/{message_id}", delete_message, methods=["DELETE"]),
-]
+routes = api.routes

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -34,9 +33,10 @@ from proxy.errors import (
     ResourceNotFound,
 )
 from proxy.models import ModelCatalog
+from proxy.registry import StreamRegistry
 from proxy.state import Proxy, default_database_path
 from proxy.store import Store, now_iso
-from proxy.streams import StreamRegistry
+from proxy.wire.bodies import ErrorEnvelope
 
 log = logging.getLogger("proxy.app")
 access_log = logging.getLogger("proxy.access")
@@ -44,7 +44,7 @@ access_log = logging.getLogger("proxy.access")
 WAL_CHECKPOINT_SECONDS = 1.0
 
 
-def error_body(exc: ProxyError, trace_id: str) -> dict[str, Any]:
+def error_body(exc: ProxyError, trace_id: str) -> ErrorEnvelope:
     return {
         "success": False,
         "error": {
@@ -156,18 +156,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(err, request.state.trace_id)
 
 
-async def _watch_for_exit(registry: StreamRegistry) -> None:
-    """On SIGTERM/SIGINT, end every stream *before* uvicorn starts waiting for connections to close.
+async def stop_streams(app: Starlette) -> None:
+    """End every stream *before* the server waits for connections to close (SIGTERM, stop()).
 
     uvicorn runs the lifespan's shutdown only after the open responses have finished, and an
-    SSE response never finishes by itself; so the signal is watched here (sse-starlette's
-    `AppStatus` records it) and the streams are stopped at once: LM Studio gets its cancel,
-    partial text is saved, and each client gets `response.error` SERVER_SHUTTING_DOWN + [DONE].
+    SSE response never finishes by itself; so the server calls this first
+    (`serving.ProxyServer`): LM Studio gets its cancel, partial text is saved, and each client
+    gets `response.error` SERVER_SHUTTING_DOWN + [DONE].
     """
-    while not AppStatus.should_exit:  # noqa: ASYNC110 - a flag set by a signal handler; no event to await
-        await asyncio.sleep(0.1)
+    registry = proxy_of_app(app).registry
     log.info("shutting down: stopping %d stream(s)", len(registry.streams))
     await registry.shutdown()
+
+
+def proxy_of_app(app: Starlette) -> Proxy:
+    proxy: Proxy = app.state.proxy
+    return proxy
 
 
 async def _checkpoint_wal(store: Store) -> None:
@@ -224,7 +228,7 @@ def create_app(
         else:
             log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(_watch_for_exit(registry), name="exit-watcher")]
+        tasks: list[asyncio.Task[None]] = []
         if store.checkpoint_in_background():
             tasks.append(loop.create_task(_checkpoint_wal(store), name="wal-checkpoints"))
         try:

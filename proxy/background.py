@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from proxy.app import create_app, uvicorn_config
+from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.config import Config
 from proxy.serving import ThreadedServer, bind
 from proxy.state import Proxy
@@ -67,7 +67,8 @@ class BackgroundServer:
         sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]
         config = uvicorn_config(self.app, self.config, graceful_shutdown_seconds=10)
-        self._threaded = ThreadedServer(config, sock, name="lmstudio-proxy")
+        app = self.app
+        self._threaded = ThreadedServer(config, sock, name="lmstudio-proxy", before_shutdown=lambda: stop_streams(app))
         self._threaded.start("the proxy")
         return self
 
@@ -83,11 +84,7 @@ class BackgroundServer:
 
     def stop(self) -> None:
         if self._threaded is not None:
-            if self._threaded.running:
-                # As on SIGTERM: end the streams first (uvicorn would wait for them to close).
-                with contextlib.suppress(Exception):  # a loop already gone has no streams left to end
-                    self.run_in_loop(self.proxy.registry.shutdown())
-            self._threaded.stop()
+            self._threaded.stop()  # as on SIGTERM, the streams end first (`app.stop_streams`)
             self._threaded = None
         if self.simulator is not None:
             self.simulator.stop()

@@ -24,6 +24,7 @@ import lmstudio
 from proxy.config import LMStudioConfig
 from proxy.errors import BackendUnavailable, ResourceNotFound
 from proxy.store import Usage
+from proxy.wire.bodies import LMStudioHealth
 
 log = logging.getLogger("proxy.bridge")
 
@@ -275,7 +276,7 @@ class Bridge:
         ]
         return loaded_info, down
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> LMStudioHealth:
         try:
             loaded, _ = await self.list_models()
         except BackendUnavailable as exc:
@@ -349,9 +350,7 @@ class Bridge:
         return Prediction(stream, self.lost)
 
 
-def prediction_config(
-    temperature: float | None, top_p: float | None, max_tokens: int | None, stop: list[str] | None
-) -> dict[str, Any]:
+def prediction_config(temperature: float | None, top_p: float | None, max_tokens: int | None) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if temperature is not None:
         config["temperature"] = temperature
@@ -359,6 +358,4 @@ def prediction_config(
         config["topPSampling"] = top_p
     if max_tokens is not None:
         config["maxTokens"] = max_tokens
-    if stop:
-        config["stopStrings"] = stop
     return config

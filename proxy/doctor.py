@@ -22,6 +22,7 @@ from proxy.errors import BackendUnavailable, ConfigError
 from proxy.models import ModelCatalog
 from proxy.serve import is_loopback
 from proxy.state import default_database_path
+from proxy.wire.bodies import Model
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
@@ -53,7 +54,7 @@ class Report:
     host: str | None = None
     loaded: list[dict[str, Any]] = field(default_factory=list)
     downloaded: list[dict[str, Any]] = field(default_factory=list)
-    listing: list[dict[str, Any]] = field(default_factory=list)
+    listing: list[Model] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     config_failed: bool = False
 

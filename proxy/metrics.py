@@ -13,7 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+
+from proxy.routing import Endpoints, Operation
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -73,9 +74,19 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+api = Endpoints()
+
+
+@api.get(
+    "/metrics",
+    Operation(
+        "getMetrics", "Prometheus metrics: requests, active streams, time to first token, relay latency, cancels",
+        "meta", public=True, media="text/plain", response_description="Prometheus text format",
+    ),
+)  # fmt: skip
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.proxy.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
-routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
+routes = api.routes

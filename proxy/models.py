@@ -7,6 +7,7 @@ from typing import Any
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ResourceNotFound
+from proxy.wire.bodies import Model
 
 
 class ModelCatalog:
@@ -61,8 +62,8 @@ class ModelCatalog:
         names += [m["key"] for m in self.downloaded if m["key"] not in names]
         return names + sorted(a for a in self.aliases if a not in names)
 
-    def listing(self) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = []
+    def listing(self) -> list[Model]:
+        data: list[Model] = []
         seen = set()
         for m in self.loaded:
             seen.add(m["key"])

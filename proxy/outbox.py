@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
+
+from proxy.wire.events import StreamEvent
 
 TEXT_EVENTS = {"response.content_delta": "delta", "reasoning.content": "content"}
 
@@ -19,10 +21,10 @@ class Outbox:
         self.closed = False
         self.pending_since = 0.0  # perf_counter() when the oldest waiting event was pushed
 
-    def push(self, event: dict[str, Any]) -> None:
+    def push(self, event: StreamEvent) -> None:
         if not self._items:
             self.pending_since = time.perf_counter()
-        self._items.append(event)
+        self._items.append(cast(dict[str, Any], event))
         self._parts.append([])
         self._ready.set()
 
@@ -35,6 +37,10 @@ class Outbox:
             self._items.append({"event": event_name, field_name: ""})
             self._parts.append([text])
         self._ready.set()
+
+    @property
+    def empty(self) -> bool:
+        return not self._items
 
     def close(self) -> None:
         self.closed = True

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+
+from proxy.routing import Endpoints, Operation
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -22,11 +24,21 @@ PAGE_HEADERS = {
 }
 
 
+api = Endpoints()
+
+
+@api.get(
+    "/",
+    Operation(
+        "playground", "The playground: a chat page in the browser", "meta", public=True, media="text/html",
+        response_description="The playground page",
+    ),
+)  # fmt: skip
 async def index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 routes: list[BaseRoute] = [
-    Route("/", index, methods=["GET", "HEAD"]),
+    *api.routes,
     Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

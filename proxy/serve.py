@@ -12,15 +12,13 @@ import time
 from errno import EADDRINUSE
 from typing import TextIO
 
-import uvicorn
-
 from proxy import config as config_module
-from proxy.app import create_app, uvicorn_config
+from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import ConfigError, ProxyError
 from proxy.models import ModelCatalog
-from proxy.serving import bind
+from proxy.serving import NotifyingServer, bind
 from proxy.state import default_database_path
 
 log = logging.getLogger("proxy.serve")
@@ -183,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        server = uvicorn.Server(uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2))
+        server = NotifyingServer(
+            uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2),
+            before_shutdown=lambda: stop_streams(app),
+        )
         with sock:
             server.run(sockets=[sock])
     finally:

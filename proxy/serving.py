@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import uvicorn
 
@@ -36,25 +36,44 @@ def bind(host: str, port: int, options: Iterable[tuple[int, int, int]] = ()) -> 
 
 
 class NotifyingServer(uvicorn.Server):
-    """A uvicorn.Server that calls `on_started` once it is listening."""
+    """A uvicorn.Server that calls `on_started` once it is listening, and `before_shutdown`
+    before it starts waiting for open connections to finish (the proxy ends its streams there).
+    """
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_started: Callable[[], None] | None = None,
+        before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._before_shutdown = before_shutdown
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and self._on_started is not None:
             self._on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._before_shutdown is not None:
+            await self._before_shutdown()
+        await super().shutdown(sockets)
 
 
 class ThreadedServer:
     """uvicorn serving `sock` in a daemon thread; `start()` returns once it listens."""
 
-    def __init__(self, config: uvicorn.Config, sock: socket.socket, name: str) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        sock: socket.socket,
+        name: str,
+        before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._sock = sock
         self._started = threading.Event()
-        self.server = NotifyingServer(config, self._started.set)
+        self.server = NotifyingServer(config, self._started.set, before_shutdown)
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
 

@@ -8,7 +8,7 @@ with `data: [DONE]`. JSON never contains a raw newline, so one line per frame is
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
@@ -16,7 +16,7 @@ DONE = b"data: [DONE]\n\n"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def frame(event: dict[str, Any]) -> bytes:
+def frame(event: Mapping[str, Any]) -> bytes:
     text = _dumps(event)
     if not text.isascii():
         # Valid in SSE, but line splitters such as httpx's `iter_lines` (used by the v5 SDK)
@@ -25,7 +25,7 @@ def frame(event: dict[str, Any]) -> bytes:
     return b"data: " + text.encode() + b"\n\n"
 
 
-def frames(events: Iterable[dict[str, Any]]) -> bytes:
+def frames(events: Iterable[Mapping[str, Any]]) -> bytes:
     """Several frames in one write (coalescing is what keeps per-token cost down)."""
     return b"".join(frame(e) for e in events)
 

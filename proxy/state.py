@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from proxy.config import Config
     from proxy.metrics import Metrics
     from proxy.models import ModelCatalog
+    from proxy.registry import StreamRegistry
     from proxy.store import Store
-    from proxy.streams import StreamRegistry
 
 
 def default_database_path() -> Path:

@@ -332,14 +332,18 @@ class Store:
         return _message(row) if row else None
 
     def update_message(self, message_id: str, content: str | None, metadata: dict[str, Any] | None) -> None:
-        sets, args = ["updated_at = ?"], [now_iso()]
-        if content is not None:
-            sets.append("content = ?")
-            args.append(content)
-        if metadata is not None:
-            sets.append("metadata = ?")
-            args.append(json.dumps(metadata))
-        self.db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", [*args, message_id])
+        """Set the content; merge `metadata` into the stored one (a key set to None is removed)."""
+        with self.transaction() as db:
+            sets, args = ["updated_at = ?"], [now_iso()]
+            if content is not None:
+                sets.append("content = ?")
+                args.append(content)
+            if metadata:
+                row = db.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
+                merged = {**(json.loads(row[0]) if row else {}), **metadata}
+                sets.append("metadata = ?")
+                args.append(json.dumps({k: v for k, v in merged.items() if v is not None}))
+            db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", [*args, message_id])
 
     def delete_message(self, message_id: str) -> None:
         self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))

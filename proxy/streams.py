@@ -25,35 +25,25 @@ How a stream ends (do not "fix" these without reading why):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy import sse
+from proxy import outcomes
 from proxy.bridge import Bridge, Prediction
-from proxy.config import Config
-from proxy.errors import (
-    BackendUnavailable,
-    InsufficientPermissions,
-    InternalError,
-    ProxyError,
-    ResourceNotFound,
-    ShuttingDown,
-    StreamAlreadyActive,
-)
-from proxy.metrics import Metrics
-from proxy.outbox import TEXT_EVENTS, Outbox
-from proxy.render import render
+from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound
+from proxy.outbox import Outbox
 from proxy.store import Store, Usage
+from proxy.wire.bodies import CancelMode, CancelStreamResponse
+from proxy.wire.events import ResponseCreatedEvent
+
+if TYPE_CHECKING:
+    from proxy.registry import StreamRegistry
 
 log = logging.getLogger("proxy.streams")
 
 CHECKPOINT_SECONDS = 1.0
-WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
-WRITES_PER_SECOND = 2000  # with many streams, the interval grows so all of them together stay near this
-MAX_WRITE_INTERVAL = 0.025  # but text never waits longer than this (well under what a reader notices)
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 
 
@@ -91,10 +81,10 @@ class ActiveStream:
         self.reasoning: list[str] = []
         self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
         self.stop_elapsed = 0.0  # seconds from acceptance to the stop request
-        self.cancel_mode: str | None = None
-        self.cancel_body: dict[str, Any] | None = None
+        self.cancel_mode: CancelMode | None = None
+        self.cancel_body: CancelStreamResponse | None = None
         self.outcome: str | None = None  # completed|cancelled|failed once decided
-        self.final: dict[str, Any] | None = None  # the non-streaming body / terminal event data
+        self.final: outcomes.Final | None = None  # what it produced, once finished
         self.finished = asyncio.Event()
         # Set once LM Studio has been sent the prediction (or a model load began, or the pump
         # stopped): the handler sets up the HTTP response only then, so that work overlaps
@@ -125,7 +115,7 @@ class ActiveStream:
     def partial_length(self) -> int:
         return sum(len(p) for p in self.parts)
 
-    def mode_now(self) -> str:
+    def mode_now(self) -> CancelMode:
         return self.registry.cancel_result(self.elapsed())[0]
 
     async def request_cancel(self, reason: str) -> None:
@@ -151,7 +141,7 @@ class ActiveStream:
         if self.stop_reason == "cancel" and self.cancel_body is None:
             self.cancel_mode, self.cancel_body = self.registry.cancel_result(self.stop_elapsed)
 
-    async def cancel(self) -> dict[str, Any]:
+    async def cancel(self) -> CancelStreamResponse:
         """The cancel endpoint: stop, wait until the store change is committed, return the body."""
         if self.outcome is not None or self.stop_reason == "shutdown":
             raise ResourceNotFound(NO_ACTIVE_STREAM)
@@ -201,7 +191,7 @@ class ActiveStream:
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
                 await self.prediction.cancel()
         self.lm_finished = time.perf_counter()
-        self._finish(store, usage, error)
+        outcomes.finish(self, store, usage, error)
 
     async def _until_stopped(self, coro: Any) -> Any:
         """Await `coro` unless a stop is requested first (then abandon it and return None)."""
@@ -303,7 +293,7 @@ class ActiveStream:
             }
         )
 
-    def _created_event(self) -> dict[str, Any]:
+    def _created_event(self) -> ResponseCreatedEvent:
         s = self.spec
         return {
             "event": "response.created",
@@ -315,300 +305,3 @@ class ActiveStream:
             "output_mode": s.output_mode,
             "model": s.model,
         }
-
-    # -- the outcome ---------------------------------------------------------------------
-
-    def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
-        """Decide the outcome, commit it, then queue the terminal event. Runs without awaiting."""
-        s = self.spec
-        text = "".join(self.parts)
-        duration = self.elapsed()
-        event: dict[str, Any]
-        if self.stop_reason is not None:
-            self.outcome = "cancelled"
-            if usage.stop_reason is None:
-                usage = dataclasses.replace(usage, stop_reason="userStopped")
-        elif error is not None:
-            self.outcome = "failed"
-        else:
-            self.outcome = "completed"
-        try:
-            if self.outcome == "completed":
-                event = self._record_completion(store, usage, duration, text)
-            elif self.outcome == "cancelled":
-                event = self._record_stop(store, usage, duration, text)
-            else:
-                assert error is not None
-                event = self._record_failure(store, usage, duration, text, error)
-        except Exception:  # the store failed: the client must still get a terminal event
-            log.exception("recording the outcome of %s failed", s.response_id)
-            self.outcome = "failed"
-            error = InternalError("The proxy could not record the response.")
-            self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
-            event = self._error_event(error)
-        self.registry.finished(self, usage)
-        self.outbox.push(event)
-        self.outbox.push({"event": "[DONE]"})
-        self.outbox.close()
-        self.finished.set()
-        log.info(
-            "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
-            s.thread_id, s.response_id, s.model, self.outcome, usage.stop_reason, usage.output_tokens,
-        )  # fmt: skip
-
-    def _record_completion(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
-        s = self.spec
-        rendered, blocks = render(text, s.output_mode)
-        mid = store.finish_response(
-            s.response_id, status="completed", usage=usage, duration=duration, text=text,
-            metadata={"model": s.model, "stop_reason": usage.stop_reason},
-        )  # fmt: skip
-        self.final = {
-            "status": "completed", "text": text, "rendered": rendered, "blocks": blocks, "usage": usage,
-            "message_id": mid,
-        }  # fmt: skip
-        event: dict[str, Any] = {
-            "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
-            "response_id": s.response_id,
-        }  # fmt: skip
-        if s.output_mode in ("structured", "blocks"):
-            event["response_blocks"] = blocks
-        else:
-            event["response"] = rendered
-        event["reasoning_content"] = "".join(self.reasoning) or None
-        event["usage"] = usage_json(usage)
-        return event
-
-    def _record_failure(
-        self, store: Store, usage: Usage, duration: float, text: str, error: ProxyError
-    ) -> dict[str, Any]:
-        s = self.spec
-        if not s.streaming and not self.parts and not self.reasoning:
-            # Nothing was generated and the client gets an HTTP error (which v5 retries):
-            # keep nothing of it but the failed usage row, so a retry duplicates nothing.
-            store.finish_response(
-                s.response_id, status="failed", usage=usage, duration=duration, text=None,
-                error=error.message, delete_thread_if_empty=s.thread_created,
-            )  # fmt: skip
-        else:
-            metadata = {
-                "failed": True, "error": {"code": error.code, "message": error.message},
-                "partial_content_length": len(text),
-            }  # fmt: skip
-            store.finish_response(
-                s.response_id, status="failed", usage=usage, duration=duration, text=text, metadata=metadata,
-                error=error.message,
-            )  # fmt: skip
-        self.final = {"status": "failed", "text": text, "usage": usage, "error": error}
-        return self._error_event(error)
-
-    def _error_event(self, error: ProxyError) -> dict[str, Any]:
-        return {"event": "response.error", "status": "failed", "thread_id": self.thread_id,
-                "message": error.message, "code": error.code}  # fmt: skip
-
-    def _record_stop(self, store: Store, usage: Usage, duration: float, text: str) -> dict[str, Any]:
-        s = self.spec
-        quick_edit = self.stop_reason == "cancel" and self.cancel_mode == "quick_edit"
-        meta: dict[str, Any] | None = None
-        if not quick_edit:
-            meta = {"cancelled": True, "partial_content_length": len(text)}
-            if self.stop_reason == "cancel":
-                meta["cancel_mode"] = "keep_partial"
-            elif self.stop_reason == "disconnect":
-                meta["cancel_reason"] = "client_disconnected"
-            else:
-                meta.update(cancel_reason="server_shutdown", interrupted=True)
-        store.finish_response(
-            s.response_id, status="cancelled", usage=usage, duration=duration,
-            text=None if quick_edit else text,  # quick_edit: the messages go, as if never sent
-            metadata=meta, cancel_mode=self.cancel_mode or self.stop_reason,
-            delete_thread_if_empty=quick_edit and s.thread_created,
-        )  # fmt: skip
-        self.final = {"status": "cancelled", "text": text, "usage": usage}
-        if self.stop_reason == "shutdown":
-            return self._error_event(ShuttingDown("The proxy is shutting down."))
-        return {
-            "event": "response.cancelled",
-            "status": "cancelled",
-            "thread_id": s.thread_id,
-            "partial_content_length": len(text),
-            "cancel_mode": self.cancel_mode or self.stop_reason,
-        }
-
-    # -- the SSE side --------------------------------------------------------------------
-
-    async def sse_body(self) -> Any:
-        """The SSE byte chunks for this stream (`EventSource` stops the prediction if the client goes away)."""
-        metrics = self.registry.metrics
-        loop = asyncio.get_running_loop()
-        last_write = 0.0
-        while True:
-            batch = await self.outbox.take()
-            if not batch:
-                return
-            since = loop.time() - last_write  # since the last write of text (the first never waits)
-            interval = self.registry.write_interval
-            if since < interval and batch[-1]["event"] != "[DONE]":
-                # Tokens are arriving faster than one write per interval: let a few more
-                # gather so they share one socket write (real LM Studio speeds never wait here).
-                await asyncio.sleep(interval - since)
-                batch = Outbox.merge(batch, self.outbox.take_nowait())
-            if batch[0]["event"] in TEXT_EVENTS:
-                last_write = loop.time()
-            if metrics is not None:
-                metrics.relay.observe(time.perf_counter() - self.outbox.pending_since)
-            self.last_sent = loop.time()
-            done = batch[-1]["event"] == "[DONE]"
-            if done:
-                batch.pop()
-            chunk = sse.frames(batch)
-            yield chunk + sse.DONE if done else chunk
-            if done:
-                return
-
-
-def usage_json(usage: Usage) -> dict[str, Any]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-        "stop_reason": usage.stop_reason,
-        "time_to_first_token_seconds": usage.time_to_first_token,
-        "tokens_per_second": usage.tokens_per_second,
-    }
-
-
-@dataclass
-class _Ended:
-    """A stream stopped by a cancel or a disconnect, remembered for later cancels."""
-
-    owner: str
-    response_id: str
-    thread_created: bool
-    stop_elapsed: float
-    body: dict[str, Any] | None
-    expires: float
-
-
-class StreamRegistry:
-    """The running streams by thread, plus recent cancel answers (cancel is idempotent)."""
-
-    REMEMBER_CANCELS_SECONDS = 600.0
-
-    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics | None = None) -> None:
-        self.config = config
-        self.metrics = metrics
-        self.store = store
-        self.bridge = bridge
-        self.streams: dict[str, ActiveStream] = {}
-        self._ended: dict[str, _Ended] = {}
-        self.accepting = True
-        self._ticker: asyncio.Task[None] | None = None
-
-    @property
-    def write_interval(self) -> float:
-        """Seconds between two SSE writes of one stream's text, scaled by the number of streams."""
-        return min(MAX_WRITE_INTERVAL, max(WRITE_INTERVAL, len(self.streams) / WRITES_PER_SECOND))
-
-    def check_free(self, thread_id: str) -> None:
-        if thread_id in self.streams:
-            raise StreamAlreadyActive("A response is already streaming on this thread.", {"thread_id": thread_id})
-
-    def start(self, spec: StreamSpec) -> ActiveStream:
-        """Register and start a stream; call in the same step as `check_free` (no await between)."""
-        self.check_free(spec.thread_id)
-        stream = ActiveStream(spec, self)
-        self.streams[spec.thread_id] = stream
-        self._ended.pop(spec.thread_id, None)
-        loop = asyncio.get_running_loop()
-        stream.task = loop.create_task(stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}")
-        if self._ticker is None or self._ticker.done():
-            self._ticker = loop.create_task(self._heartbeats(), name="heartbeats")
-        return stream
-
-    async def _heartbeats(self) -> None:
-        """One timer for all streams: a `response.heartbeat` after `heartbeat_seconds` of silence.
-
-        (A timeout around every wait for the next event cost more than this, per token.)
-        Runs while there are streams; `start()` brings it back.
-        """
-        interval = self.config.streaming.heartbeat_seconds
-        loop = asyncio.get_running_loop()
-        while self.streams:
-            await asyncio.sleep(min(interval / 4, 1.0))
-            now = loop.time()
-            for stream in list(self.streams.values()):
-                if stream.spec.streaming and not stream.outbox.closed and now - stream.last_sent >= interval:
-                    stream.last_sent = now
-                    stream.outbox.push({"event": "response.heartbeat", "thread_id": stream.thread_id})
-
-    def finished(self, stream: ActiveStream, usage: Usage) -> None:
-        if self.streams.get(stream.thread_id) is stream:
-            del self.streams[stream.thread_id]
-        if self.metrics is not None:
-            m = self.metrics
-            m.streams.labels(stream.outcome or "unknown").inc()
-            m.tokens.inc(usage.output_tokens)
-            if stream.first_token_at is not None:
-                m.ttft.observe(stream.first_token_at - stream.spec.accepted_at)
-            if stream.outcome == "cancelled" and stream.stop_reason == "cancel" and stream.cancel_mode:
-                m.cancels.labels(stream.cancel_mode).inc()
-            elif stream.outcome == "cancelled" and stream.stop_reason == "disconnect":
-                m.disconnects.inc()
-        if stream.outcome == "cancelled" and stream.stop_reason in ("cancel", "disconnect"):
-            self._ended[stream.thread_id] = _Ended(
-                stream.spec.owner,
-                stream.spec.response_id,
-                stream.spec.thread_created,
-                stream.stop_elapsed,
-                stream.cancel_body,
-                time.monotonic() + self.REMEMBER_CANCELS_SECONDS,
-            )
-
-    def cancel_result(self, elapsed: float) -> tuple[str, dict[str, Any]]:
-        """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body."""
-        quick = elapsed < self.config.cancel.quick_edit_seconds
-        body = {
-            "success": True,
-            "cancel_mode": "quick_edit" if quick else "keep_partial",
-            "elapsed_seconds": round(elapsed, 3),
-            "user_message_deleted": quick,
-            "assistant_response_deleted": quick,
-            "partial_content_saved": not quick,
-        }
-        return str(body["cancel_mode"]), body
-
-    async def cancel(self, thread_id: str, owner: str) -> dict[str, Any]:
-        stream = self.streams.get(thread_id)
-        if stream is not None:
-            if stream.spec.owner != owner:
-                raise InsufficientPermissions("You don't have permission to cancel this stream")
-            return await stream.cancel()
-        ended = self._ended.get(thread_id)
-        if ended is None or ended.expires < time.monotonic():
-            raise ResourceNotFound(NO_ACTIVE_STREAM)
-        if ended.owner != owner:
-            raise InsufficientPermissions("You don't have permission to cancel this stream")
-        if ended.body is None:
-            # The client disconnected first (as the seed's Stop button does), then cancelled.
-            mode, body = self.cancel_result(ended.stop_elapsed)
-            self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
-            ended.body = body
-            if self.metrics is not None:
-                self.metrics.cancels.labels(mode).inc()
-        return ended.body
-
-    def for_owner(self, owner: str) -> list[ActiveStream]:
-        return [s for s in self.streams.values() if s.spec.owner == owner]
-
-    async def shutdown(self) -> None:
-        """Stop accepting, stop every running prediction, and wait for the pumps to record it."""
-        self.accepting = False
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-        streams = list(self.streams.values())
-        await asyncio.gather(*(s.request_cancel("shutdown") for s in streams), return_exceptions=True)
-        tasks = [s.task for s in streams if s.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.config.cancel.drain_timeout_seconds + 1)

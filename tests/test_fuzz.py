@@ -1,6 +1,6 @@
-"""Property tests (hypothesis, no server) for request parsing and the SSE encoder.
+"""Property tests (hypothesis, no server) for request decoding and the SSE encoder.
 
-Parsers either return well-formed values or raise the proxy's own 4xx errors, never anything else;
+Decoders either return well-formed values or raise the proxy's own 4xx errors, never anything else;
 the SSE encoder's frames parse back to exactly the events that were encoded.
 """
 
@@ -17,15 +17,11 @@ from starlette.datastructures import QueryParams
 
 from proxy import sse
 from proxy.errors import InvalidRequest, ValidationError
-from proxy.inputs import (
-    OUTPUT_MODE_NAMES,
-    ROLES,
-    CreateRequest,
-    PageParams,
-    parse_create,
-    parse_json_object,
-    parse_page,
-)
+from proxy.wire.decode import decode_create, decode_query
+from proxy.wire.requests import CreateResponseRequest, PageQuery
+
+ROLES = ("user", "assistant", "system")
+OUTPUT_MODE_NAMES = ("text", "plain", "structured", "blocks")
 
 # Deterministic in CI: a fixed derandomized run, no example database written into the checkout.
 fuzz = settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -99,16 +95,19 @@ def in_range(value: object, low: float, high: float) -> bool:
     return value is None or (isinstance(value, float) and low <= value <= high)
 
 
-def assert_well_formed(req: CreateRequest) -> None:
+def assert_well_formed(req: CreateResponseRequest) -> None:
     assert req.inputs, req
-    assert all(role in ROLES and isinstance(content, str) for role, content in req.inputs), req.inputs
-    assert any(role == "user" for role, _ in req.inputs), req.inputs
+    assert all(m.role in ROLES and isinstance(m.text(), str) for m in req.inputs), req.inputs
+    assert any(m.role == "user" for m in req.inputs), req.inputs
     assert optional_str(req.thread_id, 200) and optional_str(req.model, 500) and optional_str(req.instructions)
     assert optional_str(req.organization_id, 200) and optional_str(req.assistant_id, 200)
     assert in_range(req.temperature, 0, 2) and in_range(req.top_p, 0, 1)
     assert req.max_tokens is None or (type(req.max_tokens) is int and 1 <= req.max_tokens <= 1_000_000)
-    assert req.output_mode in OUTPUT_MODE_NAMES
-    assert isinstance(req.stream, bool) and isinstance(req.store, bool) and isinstance(req.metadata, dict)
+    assert req.output_mode is None or req.output_mode in OUTPUT_MODE_NAMES
+    assert req.stream in (None, True, False) and req.store in (None, True, False)
+    assert req.metadata is None or isinstance(req.metadata, dict)
+    # What is accepted can be stored and read back: no NaN or Infinity anywhere in it.
+    json.dumps(req.metadata, allow_nan=False)
 
 
 @fuzz
@@ -116,9 +115,10 @@ def assert_well_formed(req: CreateRequest) -> None:
 @example({"inputs": [{"content": "hi"}], "temperature": math.nan, "max_tokens": math.inf})
 @example({"inputs": [{"texts": [{"text": "hi"}, 7]}]})
 @example({"inputs": [{"role": ["user"], "content": [{"type": ["text"]}]}]})
-def test_parse_create_returns_a_valid_request_or_a_validation_error(body: dict[str, Any]) -> None:
+@example({"inputs": [{"content": "hi"}], "metadata": {"a": [math.nan]}})
+def test_decode_create_returns_a_valid_request_or_a_validation_error(body: dict[str, Any]) -> None:
     try:
-        req = parse_create(body)
+        req = decode_create(json.dumps(body).encode())
     except ValidationError as exc:
         errors = exc.details["errors"]
         assert errors and all(set(e) == {"field", "message"} for e in errors), errors
@@ -133,17 +133,17 @@ def test_parse_create_returns_a_valid_request_or_a_validation_error(body: dict[s
 @example(b"\xef\xbb\xbf{}")  # a UTF-8 byte order mark
 @example(b'{"a": "\xed\xa0\x80"}')  # an encoded lone surrogate
 @example(b'{"a": 1' + b"0" * 5000 + b"}")  # beyond Python's int-string conversion limit
-def test_parse_json_object_returns_a_dict_or_invalid_request(body: bytes) -> None:
+def test_decode_create_takes_any_bytes_to_a_request_or_a_4xx(body: bytes) -> None:
     try:
-        data = parse_json_object(body)
-    except InvalidRequest:
+        req = decode_create(body)
+    except (InvalidRequest, ValidationError):
         return
-    assert isinstance(data, dict)
+    assert_well_formed(req)
 
 
-def test_parse_json_object_rejects_deep_nesting() -> None:
-    with pytest.raises(InvalidRequest):
-        parse_json_object(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+def test_deep_nesting_is_refused_when_decoding() -> None:
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        decode_create(b'{"inputs": [{"content": "x"}], "metadata": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}")
 
 
 query_items = st.lists(st.tuples(st.sampled_from(["limit", "order", "after", "before"]) | text, text | TRICKY))
@@ -162,14 +162,16 @@ limits = st.one_of(st.integers(-5, 150).map(str), st.sampled_from([" 7 ", "1_0",
     st.sampled_from(["asc", "desc"]),
     st.integers(1, 1000),
 )
-def test_parse_page_returns_valid_params_or_a_validation_error(query: QueryParams, order: str, max_limit: int) -> None:
+def test_decode_query_returns_valid_params_or_a_validation_error(
+    query: QueryParams, order: str, max_limit: int
+) -> None:
     try:
-        page = parse_page(query, order, max_limit)
+        page = decode_query(PageQuery, query)
     except ValidationError as exc:
         assert exc.details["errors"]
         return
-    assert isinstance(page, PageParams)
-    assert type(page.limit) is int and 1 <= page.limit <= max_limit
+    assert isinstance(page, PageQuery)
+    assert type(page.limit) is int and 1 <= page.limit <= 100
     assert page.order in ("asc", "desc")
     assert all(cursor is None or (isinstance(cursor, str) and cursor) for cursor in (page.after, page.before))
 

@@ -22,8 +22,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+from test_openapi import document as openapi_document
 
-from proxy import openapi, sse
+from proxy import sse
 from proxy.background import BackgroundServer
 
 KEY = "test-key-one"
@@ -32,7 +33,7 @@ FAST = {"tokens_per_second": 0.0, "load_seconds": 0.05, "prompt_seconds": 0.0}
 TERMINAL = ("response.completed", "response.error", "response.cancelled")
 ERROR_FIELDS = {"code", "message", "system_message", "type", "status", "details", "trace_id", "timestamp"}
 STREAM_EVENT = jsonschema.Draft202012Validator(
-    {"$ref": "#/components/schemas/StreamEvent", "components": openapi.document()["components"]}
+    {"$ref": "#/components/schemas/StreamEvent", "components": openapi_document()["components"]}
 )
 
 # The document the server renders at /openapi.json (test_served_document_is_the_fuzzed_one checks that);
@@ -40,7 +41,7 @@ STREAM_EVENT = jsonschema.Draft202012Validator(
 # (schemathesis stops after 20 events by default, which to the proxy is a client going away). The
 # coverage phase is off: it adds ~850 boundary cases (+15 s) and found nothing the fuzzing phase did not.
 schema = schemathesis.openapi.from_dict(
-    openapi.document(),
+    openapi_document(),
     config=schemathesis.config.SchemathesisConfig.from_dict(
         {"max-stream-events": 100_000, "phases": {"coverage": {"enabled": False}}}
     ),
@@ -147,7 +148,7 @@ CHECKS = [not_a_server_error, error_envelope, json_schema_conformance, sse_strea
 
 
 def test_served_document_is_the_fuzzed_one(target: Target) -> None:
-    assert httpx.get(f"{target.url}/openapi.json").json() == openapi.document()
+    assert httpx.get(f"{target.url}/openapi.json").json() == openapi_document()
 
 
 # The server runs in this process: websockets' keepalive pings (bridge <-> simulator) call the global

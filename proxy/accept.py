@@ -1,0 +1,79 @@
+"""Accepting a create request: from a validated body to a registered, running stream.
+
+The one rule that matters here: everything that can fail or wait happens *before* anything
+is stored, and from the 409 check to `registry.start()` nothing awaits, so the check cannot
+go stale (two requests on one thread: exactly one runs).
+"""
+
+from __future__ import annotations
+
+from proxy.bridge import prediction_config
+from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown
+from proxy.state import Proxy
+from proxy.streams import ActiveStream, StreamSpec
+from proxy.wire.requests import CreateResponseRequest
+
+ORGANIZATION = "org_local"
+
+
+def history(stored: list[tuple[str, str]], req: CreateResponseRequest) -> list[dict[str, str]]:
+    """The messages LM Studio gets: system prompt, then the thread, then the new inputs.
+
+    Empty messages are skipped and consecutive assistant messages merged: the SDK merges
+    consecutive user messages itself but rejects consecutive assistant ones.
+    """
+    messages: list[dict[str, str]] = []
+    system = [m.text() for m in req.inputs if m.role == "system"]
+    if req.instructions:
+        system.insert(0, req.instructions)
+    if system:
+        messages.append({"role": "system", "content": "\n\n".join(system)})
+    for role, text in [*stored, *((m.role, m.text()) for m in req.inputs if m.role != "system")]:
+        if not text or role not in ("user", "assistant"):
+            continue
+        if messages and role == "assistant" and messages[-1]["role"] == "assistant":
+            messages[-1]["content"] += "\n\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    return messages
+
+
+async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id: str) -> ActiveStream:
+    """Resolve the model, check the thread, store the user message, and start the stream."""
+    if not proxy.registry.accepting:
+        raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
+    model = await proxy.catalog.resolve(req.model)
+    # From here to registry.start() nothing awaits.
+    stored: list[tuple[str, str]] = []
+    if req.thread_id:
+        thread = proxy.store.get_thread(req.thread_id)
+        if thread is None:
+            raise ResourceNotFound(f"Thread {req.thread_id} not found")
+        if thread["owner"] != owner:
+            raise InsufficientPermissions("You don't have permission to use this thread")
+        proxy.registry.check_free(req.thread_id)
+        stored = proxy.store.history(req.thread_id)
+    thread_fields = {
+        "organization_id": req.organization_id or ORGANIZATION,
+        "assistant_id": req.assistant_id,
+        "metadata": req.metadata or {},
+        "visible_in_ui": req.store is not False,
+    }
+    inputs: list[tuple[str, str]] = [(m.role, m.text()) for m in req.inputs if m.role != "system"]
+    thread_id, response_id, message_ids, created = proxy.store.begin_response(
+        owner, req.thread_id or "", model, inputs, thread_fields
+    )
+    spec = StreamSpec(
+        owner=owner,
+        thread_id=thread_id,
+        response_id=response_id,
+        message_ids=message_ids,
+        thread_created=created,
+        model=model,
+        messages=history(stored, req),
+        prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens),
+        output_mode=req.output_mode or "text",
+        trace_id=trace_id,
+        streaming=bool(req.stream),
+    )
+    return proxy.registry.start(spec)

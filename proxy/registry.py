@@ -1,0 +1,168 @@
+"""The running streams by thread, and the answers of recent cancels (cancel is idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from proxy.bridge import Bridge
+from proxy.config import Config
+from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
+from proxy.metrics import Metrics
+from proxy.store import Store, Usage
+from proxy.streams import NO_ACTIVE_STREAM, ActiveStream, StreamSpec
+from proxy.wire.bodies import CancelMode, CancelStreamResponse
+
+WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
+WRITES_PER_SECOND = 2000  # with many streams, the interval grows so all of them together stay near this
+MAX_WRITE_INTERVAL = 0.025  # but text never waits longer than this (well under what a reader notices)
+
+
+@dataclass
+class _Ended:
+    """A stream stopped by a cancel or a disconnect, remembered for later cancels."""
+
+    owner: str
+    response_id: str
+    thread_created: bool
+    stop_elapsed: float
+    body: CancelStreamResponse | None
+    expires: float
+
+
+class StreamRegistry:
+    """The running streams by thread, plus recent cancel answers (cancel is idempotent)."""
+
+    REMEMBER_CANCELS_SECONDS = 600.0
+    REMEMBER_CANCELS = 1024  # at most this many (oldest forgotten first): memory stays flat under churn
+
+    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.store = store
+        self.bridge = bridge
+        self.streams: dict[str, ActiveStream] = {}
+        self._ended: OrderedDict[str, _Ended] = OrderedDict()  # oldest first
+        self.accepting = True
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def write_interval(self) -> float:
+        """Seconds between two SSE writes of one stream's text, scaled by the number of streams."""
+        return min(MAX_WRITE_INTERVAL, max(WRITE_INTERVAL, len(self.streams) / WRITES_PER_SECOND))
+
+    def check_free(self, thread_id: str) -> None:
+        if thread_id in self.streams:
+            raise StreamAlreadyActive("A response is already streaming on this thread.", {"thread_id": thread_id})
+
+    def start(self, spec: StreamSpec) -> ActiveStream:
+        """Register and start a stream; call in the same step as `check_free` (no await between)."""
+        self.check_free(spec.thread_id)
+        stream = ActiveStream(spec, self)
+        self.streams[spec.thread_id] = stream
+        self._ended.pop(spec.thread_id, None)
+        loop = asyncio.get_running_loop()
+        stream.task = loop.create_task(stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}")
+        if self._ticker is None or self._ticker.done():
+            self._ticker = loop.create_task(self._heartbeats(), name="heartbeats")
+        return stream
+
+    async def _heartbeats(self) -> None:
+        """One timer for all streams: a `response.heartbeat` after `heartbeat_seconds` of silence.
+
+        (A timeout around every wait for the next event cost more than this, per token.)
+        Runs while there are streams; `start()` brings it back.
+        """
+        interval = self.config.streaming.heartbeat_seconds
+        loop = asyncio.get_running_loop()
+        while self.streams:
+            await asyncio.sleep(min(interval / 4, 1.0))
+            now = loop.time()
+            for stream in list(self.streams.values()):
+                if stream.spec.streaming and not stream.outbox.closed and now - stream.last_sent >= interval:
+                    stream.last_sent = now
+                    stream.outbox.push({"event": "response.heartbeat", "thread_id": stream.thread_id})
+
+    def finished(self, stream: ActiveStream, usage: Usage) -> None:
+        if self.streams.get(stream.thread_id) is stream:
+            del self.streams[stream.thread_id]
+        if self.metrics is not None:
+            m = self.metrics
+            m.streams.labels(stream.outcome or "unknown").inc()
+            m.tokens.inc(usage.output_tokens)
+            if stream.first_token_at is not None:
+                m.ttft.observe(stream.first_token_at - stream.spec.accepted_at)
+            if stream.outcome == "cancelled" and stream.stop_reason == "cancel" and stream.cancel_mode:
+                m.cancels.labels(stream.cancel_mode).inc()
+            elif stream.outcome == "cancelled" and stream.stop_reason == "disconnect":
+                m.disconnects.inc()
+        self._forget_old_cancels()
+        if stream.outcome == "cancelled" and stream.stop_reason in ("cancel", "disconnect"):
+            self._ended.pop(stream.thread_id, None)
+            self._ended[stream.thread_id] = _Ended(
+                stream.spec.owner,
+                stream.spec.response_id,
+                stream.spec.thread_created,
+                stream.stop_elapsed,
+                stream.cancel_body,
+                time.monotonic() + self.REMEMBER_CANCELS_SECONDS,
+            )
+
+    def _forget_old_cancels(self) -> None:
+        now = time.monotonic()
+        while self._ended:
+            oldest = next(iter(self._ended.values()))
+            if oldest.expires >= now and len(self._ended) < self.REMEMBER_CANCELS:
+                break
+            self._ended.popitem(last=False)
+
+    def cancel_result(self, elapsed: float) -> tuple[CancelMode, CancelStreamResponse]:
+        """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body."""
+        quick = elapsed < self.config.cancel.quick_edit_seconds
+        mode: CancelMode = "quick_edit" if quick else "keep_partial"
+        body: CancelStreamResponse = {
+            "success": True,
+            "cancel_mode": mode,
+            "elapsed_seconds": round(elapsed, 3),
+            "user_message_deleted": quick,
+            "assistant_response_deleted": quick,
+            "partial_content_saved": not quick,
+        }
+        return mode, body
+
+    async def cancel(self, thread_id: str, owner: str) -> CancelStreamResponse:
+        stream = self.streams.get(thread_id)
+        if stream is not None:
+            if stream.spec.owner != owner:
+                raise InsufficientPermissions("You don't have permission to cancel this stream")
+            return await stream.cancel()
+        ended = self._ended.get(thread_id)
+        if ended is None or ended.expires < time.monotonic():
+            raise ResourceNotFound(NO_ACTIVE_STREAM)
+        if ended.owner != owner:
+            raise InsufficientPermissions("You don't have permission to cancel this stream")
+        if ended.body is None:
+            # The client disconnected first (as the seed's Stop button does), then cancelled.
+            mode, body = self.cancel_result(ended.stop_elapsed)
+            self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
+            ended.body = body
+            if self.metrics is not None:
+                self.metrics.cancels.labels(mode).inc()
+        return ended.body
+
+    def for_owner(self, owner: str) -> list[ActiveStream]:
+        return [s for s in self.streams.values() if s.spec.owner == owner]
+
+    async def shutdown(self) -> None:
+        """Stop accepting, stop every running prediction, and wait for the pumps to record it."""
+        self.accepting = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        streams = list(self.streams.values())
+        await asyncio.gather(*(s.request_cancel("shutdown") for s in streams), return_exceptions=True)
+        tasks = [s.task for s in streams if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.cancel.drain_timeout_seconds + 1)

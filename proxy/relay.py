@@ -1,0 +1,88 @@
+"""The SSE response of one stream: writes its Outbox to the client; a client that leaves stops it.
+
+A plain ASGI response, not a library's: it needs exactly three things — write batches as
+they come (letting fast tokens gather for a moment, see `write_interval`), notice a client
+that disconnects (then stop the stream: LM Studio gets its cancel), and end after `[DONE]`.
+Shutdown needs nothing here: the server stops every stream first (`app.stop_streams`), and
+each one ends itself with `SERVER_SHUTTING_DOWN` + `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from starlette.types import Receive, Scope, Send
+
+from proxy import sse
+from proxy.outbox import TEXT_EVENTS, Outbox
+
+if TYPE_CHECKING:
+    from proxy.streams import ActiveStream
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # reverse proxies: do not buffer the stream
+]
+
+
+class EventStream:
+    """The `text/event-stream` response of one `ActiveStream`."""
+
+    def __init__(self, stream: ActiveStream) -> None:
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            writer = asyncio.ensure_future(self._write(send))
+            watcher = asyncio.ensure_future(_disconnected(receive))
+            try:
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (writer, watcher):
+                    task.cancel()
+                await asyncio.gather(writer, watcher, return_exceptions=True)
+            failure = None if writer.cancelled() else writer.exception()
+            if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
+                raise failure
+        finally:
+            # Also when the client left before the body started, or sending failed.
+            if not self.stream.finished.is_set():
+                await asyncio.shield(self.stream.client_gone())
+
+    async def _write(self, send: Send) -> None:
+        stream = self.stream
+        outbox = stream.outbox
+        metrics = stream.registry.metrics
+        loop = asyncio.get_running_loop()
+        last_write = 0.0
+        while True:
+            batch = await outbox.take()
+            if not batch:
+                break  # closed, and everything was written
+            since = loop.time() - last_write  # since the last write of text (the first never waits)
+            interval = stream.registry.write_interval
+            if since < interval and not outbox.closed:
+                # Tokens are arriving faster than one write per interval: let a few more
+                # gather so they share one socket write (real LM Studio speeds never wait here).
+                await asyncio.sleep(interval - since)
+                batch = Outbox.merge(batch, outbox.take_nowait())
+            if batch[0]["event"] in TEXT_EVENTS:
+                last_write = loop.time()
+            if metrics is not None:
+                metrics.relay.observe(time.perf_counter() - outbox.pending_since)
+            stream.last_sent = loop.time()
+            chunk = sse.frames(batch)
+            if outbox.closed and outbox.empty:
+                await send({"type": "http.response.body", "body": chunk + sse.DONE, "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
