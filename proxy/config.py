@@ -1,80 +1,104 @@
-"""Configuration: a TOML file checked key by key against typed dataclasses."""
+"""Configuration: typed dataclasses, declared once; a TOML file is decoded and checked against them."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from proxy.errors import ConfigError
 
 ENV_VAR = "LMSTUDIO_PROXY_CONFIG"
+# Every section: exact types (a TOML string is not a number) and no unknown keys.
+_STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    __pydantic_config__ = _STRICT
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
     allow_open: bool = False
-    keep_alive_seconds: int = 75
+    keep_alive_seconds: Annotated[int, Field(ge=1)] = 75
 
 
 @dataclass(frozen=True)
 class LMStudioConfig:
+    __pydantic_config__ = _STRICT
     host: str = ""
     default_model: str = ""
-    connect_timeout_seconds: float = 5.0
-    load_timeout_seconds: float = 300.0
-    fragment_timeout_seconds: float = 120.0
+    connect_timeout_seconds: Seconds = 5.0
+    load_timeout_seconds: Seconds = 300.0
+    fragment_timeout_seconds: Seconds = 120.0
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
+    __pydantic_config__ = _STRICT
     aliases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DatabaseConfig:
+    __pydantic_config__ = _STRICT
     path: str = ""
 
 
 @dataclass(frozen=True)
 class AuthConfig:
+    __pydantic_config__ = _STRICT
     api_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class CancelConfig:
-    quick_edit_seconds: float = 5.0
-    drain_timeout_seconds: float = 5.0
+    __pydantic_config__ = _STRICT
+    quick_edit_seconds: Annotated[float, Field(ge=0)] = 5.0
+    drain_timeout_seconds: Seconds = 5.0
 
 
 @dataclass(frozen=True)
 class StreamingConfig:
-    heartbeat_seconds: float = 15.0
+    __pydantic_config__ = _STRICT
+    heartbeat_seconds: Seconds = 15.0
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_body_bytes: int = 1_048_576
+    __pydantic_config__ = _STRICT
+    max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
 
 
 @dataclass(frozen=True)
 class CorsConfig:
+    __pydantic_config__ = _STRICT
     allow_origins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    level: str = "info"
+    __pydantic_config__ = _STRICT
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
 
 
 @dataclass(frozen=True)
 class Config:
+    __pydantic_config__ = _STRICT
     server: ServerConfig = field(default_factory=ServerConfig)
     lmstudio: LMStudioConfig = field(default_factory=LMStudioConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -92,58 +116,37 @@ class Config:
         return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return f"table of {_type_name(typing.get_args(tp)[1])}"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+_KINDS = {
+    "int_type": "an integer", "float_type": "a number", "bool_type": "a boolean", "string_type": "a string",
+    "list_type": "a list", "dict_type": "a table", "dataclass_type": "a table",
+}  # fmt: skip
 
 
-def _check(value: Any, tp: Any, where: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    ok: bool
-    if origin is list:
-        ok = isinstance(value, list)
-        if ok:
-            return [_check(v, typing.get_args(tp)[0], f"{where}[{i}]", source) for i, v in enumerate(value)]
-    elif origin is dict:
-        ok = isinstance(value, dict)
-        if ok:
-            vt = typing.get_args(tp)[1]
-            return {k: _check(v, vt, f"{where}.{k}", source) for k, v in value.items()}
-    elif tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok:
-            return float(value)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
-        name = _type_name(tp)
-        article = "an" if name[0] in "aeiou" else "a"
-        raise ConfigError(f"{source}: key '{where}' must be {article} {name}, got {type(value).__name__} {value!r}")
-    return value
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
-def _build(cls: type[Any], data: dict[str, Any], prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key '{where}' (known keys here: {', '.join(sorted(known))})")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: key '{where}' must be a table ([{where}])")
-            kwargs[key] = _build(typing.cast(type[Any], tp), value, f"{where}.", source)
-        else:
-            kwargs[key] = _check(value, tp, where, source)
-    return cls(**kwargs)
+def _problem(error: ErrorDetails, source: str) -> str:
+    loc = error["loc"]
+    where = _where(loc)
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        section: Any = Config
+        for part in loc[:-1]:
+            section = typing.get_type_hints(section).get(str(part), section)
+        known = ", ".join(f.name for f in dataclasses.fields(section) if f.name != "source")
+        return f"{source}: unknown key '{where}' (known keys here: {known})"
+    value = error.get("input")
+    got = f", got {type(value).__name__} {value!r}" if not isinstance(value, dict) else ""
+    if error["type"] in _KINDS:
+        return f"{source}: key '{where}' must be {_KINDS[error['type']]}{got}"
+    message = error["msg"].replace("Input should be", "must be")
+    return f"{source}: key '{where}' {message}{got}"
+
+
+_DECODER = TypeAdapter(Config)
 
 
 def parse(text: str, source: str = "<config>") -> Config:
@@ -152,30 +155,13 @@ def parse(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    config: Config = _build(Config, data, "", source)
-    config = dataclasses.replace(config, source=source)
-    validate(config)
-    return config
-
-
-def validate(config: Config) -> None:
-    """Checks on values (not types) that would otherwise fail later and less clearly."""
-    src = config.source or "<config>"
-    if not 0 <= config.server.port <= 65535:
-        raise ConfigError(f"{src}: key 'server.port' must be an integer between 0 and 65535")
-    if config.server.keep_alive_seconds < 1:
-        raise ConfigError(f"{src}: key 'server.keep_alive_seconds' must be an integer >= 1")
-    if config.cancel.quick_edit_seconds < 0:
-        raise ConfigError(f"{src}: key 'cancel.quick_edit_seconds' must be a number >= 0")
-    for name in ("drain_timeout_seconds",):
-        if getattr(config.cancel, name) <= 0:
-            raise ConfigError(f"{src}: key 'cancel.{name}' must be a number > 0")
-    if config.streaming.heartbeat_seconds <= 0:
-        raise ConfigError(f"{src}: key 'streaming.heartbeat_seconds' must be a number > 0")
-    if config.limits.max_body_bytes < 1:
-        raise ConfigError(f"{src}: key 'limits.max_body_bytes' must be an integer >= 1")
-    if config.logging.level.lower() not in {"debug", "info", "warning", "error"}:
-        raise ConfigError(f"{src}: key 'logging.level' must be one of debug, info, warning, error")
+    data.pop("source", None)
+    try:
+        # As JSON: strict types then still take a table for a section (TOML dates become strings).
+        config = _DECODER.validate_json(json.dumps(data, default=str))
+    except ValidationError as exc:
+        raise ConfigError(_problem(exc.errors(include_url=False)[0], source)) from None
+    return dataclasses.replace(config, source=source)
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

@@ -54,7 +54,7 @@ def test_example_documents_every_key_with_its_default() -> None:
         ("[nope]\n", "unknown key 'nope'"),
         ("[server]\nport = 'eighty'\n", "key 'server.port' must be an integer"),
         ("[cancel]\nquick_edit_seconds = true\n", "key 'cancel.quick_edit_seconds' must be a number"),
-        ("[auth]\napi_keys = 'abc'\n", "key 'auth.api_keys' must be a list of string"),
+        ("[auth]\napi_keys = 'abc'\n", "key 'auth.api_keys' must be a list"),
         ("[auth]\napi_keys = [1]\n", "key 'auth.api_keys[0]' must be a string"),
         ("[models.aliases]\nx = 3\n", "key 'models.aliases.x' must be a string"),
         ("server = 3\n", "key 'server' must be a table"),
