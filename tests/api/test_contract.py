@@ -1,0 +1,102 @@
+"""The wire contract as clients meet it: defects of the hand-written parser, each pinned by a test."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+
+import httpx
+import pytest
+from support import KEY, Harness, wait_until
+
+NAN_BODIES = {
+    "thread": ("/v1/threads", b'{"title": "t", "metadata": {"score": NaN}}'),
+    "thread-infinity": ("/v1/threads", b'{"metadata": {"deep": [1, {"x": -Infinity}]}}'),
+    "response": ("/v1/model/response", b'{"inputs": [{"content": "hi"}], "metadata": {"score": NaN}}'),
+}
+
+
+def _rows(h: Harness) -> tuple[int, int, int]:
+    with sqlite3.connect(h.db) as db:
+        return tuple(
+            db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("threads", "messages", "responses")
+        )  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("case", NAN_BODIES.values(), ids=NAN_BODIES.keys())
+def test_nan_in_metadata_is_a_422_that_stores_nothing(harness: Harness, case: tuple[str, bytes]) -> None:
+    path, body = case
+    with harness.client() as client:
+        before = _rows(harness)
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["details"]["errors"][0]["field"] == "metadata"
+        assert _rows(harness) == before
+        assert client.get("/v1/threads").status_code == 200  # the owner's list still reads
+
+
+def test_a_client_leaving_a_json_request_is_not_a_server_error(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"inputs": [{"content": "A long one [tokens=5000]"}]}'
+    host, port = harness.url.removeprefix("http://").split(":")
+    request = (
+        f"POST /v1/model/response HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with caplog.at_level(logging.INFO), socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        wait_until(lambda: harness.registry_size() == 1)
+    wait_until(lambda: harness.registry_size() == 0)
+    record = wait_until(lambda: [r for r in harness.sim.predictions() if r["status"] != "running"])[0]
+    assert record["cancel_received_at"] is not None and record["tokens_after_cancel"] == 0
+    metrics = httpx.get(f"{harness.url}/metrics").text
+    assert 'endpoint="/v1/model/response",method="POST",status="500"' not in metrics
+    assert 'status="499"' in metrics
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
+def test_the_stream_is_data_frames_only(harness: Harness) -> None:
+    """No comment lines (a ping-spinning SSE library sent thousands), one `data:` line a frame."""
+    body = {"inputs": [{"content": "Twenty [tokens=20]"}], "stream": True}
+    with harness.client() as client, client.stream("POST", "/v1/model/response", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    frames = raw.split("\n\n")
+    assert frames[-1] == "" and frames[-2] == "data: [DONE]"
+    assert all(f.startswith("data: ") and "\n" not in f for f in frames[:-1]), frames[:5]
+
+
+def test_patching_message_metadata_merges_it(harness: Harness) -> None:
+    with harness.client() as client:
+        created = client.post("/v1/model/response", json={"inputs": [{"content": "hi [tokens=3]"}]}).json()
+        messages = client.get(f"/v1/threads/{created['thread_id']}/messages").json()["data"]
+        answer = next(m for m in messages if m["role"] == "assistant")
+        assert answer["metadata"]["stop_reason"]
+        url = f"/v1/threads/{created['thread_id']}/messages/{answer['id']}"
+        patched = client.patch(url, json={"metadata": {"note": "kept", "model": None}}).json()
+    assert patched["metadata"] == {"stop_reason": answer["metadata"]["stop_reason"], "note": "kept"}
+
+
+def test_snake_case_wins_over_camel_case(harness: Harness) -> None:
+    body = {"inputs": [{"content": "hi [tokens=3]"}], "max_tokens": 7, "maxTokens": 99}
+    with harness.client() as client:
+        assert client.post("/v1/model/response", json=body).status_code == 200
+    config = harness.sim.predictions()[-1]["config"]
+    assert config["llm.prediction.maxPredictedTokens"]["value"] == 7
+
+
+def test_a_camel_case_mistake_is_named_as_sent(harness: Harness) -> None:
+    with harness.client() as client:
+        response = client.post("/v1/model/response", json={"inputs": [{"content": "hi"}], "outputMode": "bogus"})
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["error"]["details"]["errors"]] == ["outputMode"]
+
+
+def test_an_unknown_output_mode_for_messages_is_a_422(harness: Harness) -> None:
+    with harness.client() as client:
+        thread = client.post("/v1/threads", json={}).json()
+        response = client.get(f"/v1/threads/{thread['id']}/messages", params={"output_mode": "bogus"})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["errors"][0]["field"] == "output_mode"
