@@ -51,7 +51,7 @@ def _thread_json(proxy: Proxy, thread: dict[str, Any]) -> bodies.Thread:
 
 def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bodies.Message:
     content = message["content"]
-    blocks = message["response_blocks"]
+    blocks = None
     if message["role"] == "assistant" and output_mode == "plain":
         content = plain(content)
     elif message["role"] == "assistant" and output_mode in ("structured", "blocks"):

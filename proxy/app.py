@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -72,13 +73,11 @@ class RequestContext:
     ServerErrorMiddleware would send a bare text page.
     """
 
-    def __init__(
-        self, app: ASGIApp, max_body_bytes: int, requests_counter: Any = None, paths: dict[Any, str] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, requests_counter: Counter, paths: dict[Any, str]) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.requests = requests_counter  # Counter labelled (method, endpoint, status)
-        self.paths = paths or {}
+        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,9 +124,8 @@ class RequestContext:
                 exc = InternalError("An unexpected error occurred. The request id is in trace_id.")
             await error_response(exc, trace_id)(scope, receive, send_with_id)
         finally:
-            if self.requests is not None:
-                endpoint = self.paths.get(scope.get("endpoint"), "unmatched")
-                self.requests.labels(scope["method"], endpoint, str(status)).inc()
+            endpoint = self.paths.get(scope.get("endpoint"), "unmatched")
+            self.requests.labels(scope["method"], endpoint, str(status)).inc()
             access_log.info(
                 "%s %s %d %.1fms %s",
                 scope["method"],

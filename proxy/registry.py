@@ -38,7 +38,7 @@ class StreamRegistry:
     REMEMBER_CANCELS_SECONDS = 600.0
     REMEMBER_CANCELS = 1024  # at most this many (oldest forgotten first): memory stays flat under churn
 
-    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
         self.store = store
@@ -88,16 +88,15 @@ class StreamRegistry:
     def finished(self, stream: ActiveStream, usage: Usage) -> None:
         if self.streams.get(stream.thread_id) is stream:
             del self.streams[stream.thread_id]
-        if self.metrics is not None:
-            m = self.metrics
-            m.streams.labels(stream.outcome or "unknown").inc()
-            m.tokens.inc(usage.output_tokens)
-            if stream.first_token_at is not None:
-                m.ttft.observe(stream.first_token_at - stream.spec.accepted_at)
-            if stream.outcome == "cancelled" and stream.stop_reason == "cancel" and stream.cancel_mode:
-                m.cancels.labels(stream.cancel_mode).inc()
-            elif stream.outcome == "cancelled" and stream.stop_reason == "disconnect":
-                m.disconnects.inc()
+        m = self.metrics
+        m.streams.labels(stream.outcome or "unknown").inc()
+        m.tokens.inc(usage.output_tokens)
+        if stream.first_token_at is not None:
+            m.ttft.observe(stream.first_token_at - stream.spec.accepted_at)
+        if stream.outcome == "cancelled" and stream.stop_reason == "cancel" and stream.cancel_mode:
+            m.cancels.labels(stream.cancel_mode).inc()
+        elif stream.outcome == "cancelled" and stream.stop_reason == "disconnect":
+            m.disconnects.inc()
         self._forget_old_cancels()
         if stream.outcome == "cancelled" and stream.stop_reason in ("cancel", "disconnect"):
             self._ended.pop(stream.thread_id, None)
@@ -148,8 +147,7 @@ class StreamRegistry:
             mode, body = self.cancel_result(ended.stop_elapsed)
             self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
             ended.body = body
-            if self.metrics is not None:
-                self.metrics.cancels.labels(mode).inc()
+            self.metrics.cancels.labels(mode).inc()
         return ended.body
 
     def for_owner(self, owner: str) -> list[ActiveStream]:

@@ -72,8 +72,7 @@ class EventStream:
                 batch = Outbox.merge(batch, outbox.take_nowait())
             if batch[0]["event"] in TEXT_EVENTS:
                 last_write = loop.time()
-            if metrics is not None:
-                metrics.relay.observe(time.perf_counter() - outbox.pending_since)
+            metrics.relay.observe(time.perf_counter() - outbox.pending_since)
             stream.last_sent = loop.time()
             chunk = sse.frames(batch)
             if outbox.closed and outbox.empty:

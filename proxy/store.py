@@ -304,20 +304,18 @@ class Store:
         content: str,
         metadata: dict[str, Any] | None = None,
         response_id: str | None = None,
-        response_blocks: list[dict[str, Any]] | None = None,
     ) -> str:
         mid = new_id("msg")
         ts = now_iso()
         self.db.execute(
-            "INSERT INTO messages (id, thread_id, role, content, metadata, response_blocks, response_id,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (id, thread_id, role, content, metadata, response_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 mid,
                 thread_id,
                 role,
                 content,
                 json.dumps(metadata or {}),
-                json.dumps(response_blocks) if response_blocks is not None else None,
                 response_id,
                 ts,
             ),
@@ -415,7 +413,6 @@ class Store:
         duration: float,
         text: str | None,
         metadata: dict[str, Any] | None = None,
-        response_blocks: list[dict[str, Any]] | None = None,
         cancel_mode: str | None = None,
         error: str | None = None,
         delete_thread_if_empty: bool = False,
@@ -438,16 +435,11 @@ class Store:
                 mid = None
             elif mid:
                 db.execute(
-                    "UPDATE messages SET content = ?, metadata = ?, response_blocks = ? WHERE id = ?",
-                    (
-                        text,
-                        json.dumps(metadata or {}),
-                        json.dumps(response_blocks) if response_blocks is not None else None,
-                        mid,
-                    ),
+                    "UPDATE messages SET content = ?, metadata = ? WHERE id = ?",
+                    (text, json.dumps(metadata or {}), mid),
                 )
             elif db.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
-                mid = self.add_message(thread_id, "assistant", text, metadata, response_id, response_blocks)
+                mid = self.add_message(thread_id, "assistant", text, metadata, response_id)
             db.execute(
                 "UPDATE responses SET status = ?, stop_reason = ?, cancel_mode = ?, input_tokens = ?,"
                 " output_tokens = ?, total_tokens = ?, time_to_first_token = ?, tokens_per_second = ?,"
@@ -521,5 +513,5 @@ def _thread(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
 def _message(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["metadata"] = json.loads(d["metadata"] or "{}")
-    d["response_blocks"] = json.loads(d["response_blocks"]) if d.get("response_blocks") else None
+    del d["response_blocks"]  # a column no release ever wrote: blocks are rendered when asked for
     return d
