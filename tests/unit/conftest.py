@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +25,12 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 async def make_api(tmp_path: Path) -> AsyncIterator[Callable[..., InProcess]]:
-    """make_api(config=None): a fresh app on its own database file; all are closed at teardown."""
+    """make_api(config=None, **create_app_options): a fresh app on its own database file; closed at teardown."""
     made: list[InProcess] = []
 
-    def make(config: Config | None = None) -> InProcess:
+    def make(config: Config | None = None, **options: Any) -> InProcess:
         db = tmp_path / f"api{len(made)}.sqlite3"
-        made.append(InProcess(create_app(config or make_config(), database=db), db))
+        made.append(InProcess(create_app(config or make_config(), database=db, **options), db))
         return made[-1]
 
     yield make
