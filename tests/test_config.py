@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def _keys(cls: type, prefix: str = "") -> set[str]:
     return keys
 
 
-def _documented(data: dict, prefix: str = "") -> set[str]:
+def _documented(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys = set()
     for key, value in data.items():
         if isinstance(value, dict) and key != "aliases":

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from test_openapi import document as openapi_document
 
@@ -144,7 +144,7 @@ def sse_stream(ctx: Any, response: Any, case: Any) -> bool | None:
     return True
 
 
-CHECKS = [not_a_server_error, error_envelope, json_schema_conformance, sse_stream]
+CHECKS: list[CheckFunction] = [not_a_server_error, error_envelope, json_schema_conformance, sse_stream]
 
 
 def test_served_document_is_the_fuzzed_one(target: Target) -> None:
@@ -158,7 +158,7 @@ def test_served_document_is_the_fuzzed_one(target: Target) -> None:
 )
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
-def test_api(case: schemathesis.Case, target: Target) -> None:
+def test_api(case: schemathesis.Case[Any], target: Target) -> None:
     before = target.snapshot()
     response = case.call(base_url=target.url, headers={"X-API-Key": KEY}, timeout=30)
     case.validate_response(response, checks=CHECKS, headers={"X-API-Key": KEY})

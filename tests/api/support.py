@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,11 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.01) ->
         time.sleep(interval)
 
 
-def events_named(events: list[dict[str, Any] | str], name: str) -> list[dict[str, Any]]:
+def events_named(events: Sequence[dict[str, Any] | str], name: str) -> list[dict[str, Any]]:
     return [e for e in events if isinstance(e, dict) and e["event"] == name]
 
 
-def deltas(events: list[dict[str, Any] | str]) -> str:
+def deltas(events: Sequence[dict[str, Any] | str]) -> str:
     return "".join(e["delta"] for e in events_named(events, "response.content_delta"))
 
 

@@ -133,7 +133,7 @@ def test_cancel_during_prompt_processing(make_harness: Any) -> None:
     h = _slow(make_harness, prompt_seconds=5.0)
     reader = StreamReader(h, {"inputs": [{"role": "user", "content": LONG}]})
     reader.wait_event("response.created")
-    h.sim.wait_for(lambda rs: rs and rs[-1]["status"] == "running")
+    h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] == "running")
     assert _cancel(h, reader.thread_id).json()["cancel_mode"] == "quick_edit"
     assert assert_well_terminated(reader.join())["event"] == "response.cancelled"
     record = h.sim.predictions()[-1]

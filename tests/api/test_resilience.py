@@ -81,7 +81,7 @@ def test_sigterm_with_open_streams(
     for reader in readers:
         events = reader.join()
         assert events[-1] == "[DONE]"
-        assert events[-2]["event"] == "response.error" and events[-2]["code"] == "SERVER_SHUTTING_DOWN"
+        assert events[-2]["event"] == "response.error" and events[-2]["code"] == "SERVER_SHUTTING_DOWN"  # type: ignore[index]
     records = sim.wait_for(lambda rs: len(rs) == 5 and all(r["status"] != "running" for r in rs))
     assert all(r["status"] == "cancelled" and r["tokens_after_cancel"] == 0 for r in records)
     with sqlite3.connect(db) as conn:
@@ -135,7 +135,7 @@ def test_idle_connections_outlive_client_pools(
 ) -> None:
     # uvicorn's default (5 s) equals httpx's pool expiry (5 s): a client could reuse a
     # connection just as the server closes it, and a POST would fail with a ReadError.
-    assert harness.server._threaded.server.config.timeout_keep_alive == 75  # the default
+    assert harness.server._threaded.server.config.timeout_keep_alive == 75  # type: ignore[union-attr]  # the default
     config = tmp_path / "short.toml"
     config.write_text("[server]\nkeep_alive_seconds = 1\n")
     proc = ProxyProcess(simulator_factory(), tmp_path / "db.sqlite3", free_port(), "--config", str(config))

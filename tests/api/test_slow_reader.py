@@ -18,7 +18,7 @@ def test_slow_reader_does_not_hold_lmstudio_back(make_harness: Any) -> None:
     with h.client(transport=transport) as client, client.stream("POST", "/v1/model/response", json=body) as response:
         (stream,) = h.server.run_in_loop(_streams(h))  # registered before the response started
         # Read nothing: the socket buffers fill and the proxy's writes block.
-        records = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] == "completed", timeout=60)
+        records = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] == "completed", timeout=60)
         assert records[-1]["tokens_generated"] == 20000  # LM Studio finished while the client read nothing
         h.server.run_in_loop(stream.finished.wait())
         # Nothing per token waits for the client: at most the (coalesced) events of one batch.

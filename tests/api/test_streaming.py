@@ -86,7 +86,7 @@ def test_client_disconnect_stops_lmstudio_and_keeps_the_partial(make_harness: An
                     if len(events_named(received, "response.content_delta")) >= 3:
                         break
         thread_id = received[0]["thread_id"]
-        records = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] != "running", timeout=10)
+        records = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] != "running", timeout=10)
         assert records[-1]["status"] == "cancelled" and records[-1]["tokens_after_cancel"] == 0
         wait_until(lambda: h.registry_size() == 0)
         messages = client.get(f"/v1/threads/{thread_id}/messages").json()["data"]
@@ -113,7 +113,7 @@ def test_client_gone_before_the_response_starts_still_stops_lmstudio(make_harnes
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(head.encode() + payload.encode())
         h.sim.wait_for(lambda rs: len(rs) == 1)
-    records = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] != "running", timeout=10)
+    records = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] != "running", timeout=10)
     assert records[-1]["status"] == "cancelled" and records[-1]["tokens_generated"] < 500
     wait_until(lambda: h.registry_size() == 0)
     with h.client() as client:
@@ -226,5 +226,5 @@ def test_a_stalled_prediction_is_abandoned_and_cancelled(make_harness: Any) -> N
         events = stream_all(client, {"inputs": [{"role": "user", "content": "stall"}]})
     terminal = assert_well_terminated(events)
     assert terminal["event"] == "response.error" and "sent nothing" in terminal["message"]
-    record = h.sim.wait_for(lambda rs: rs and rs[-1]["status"] != "running")[-1]
+    record = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] != "running")[-1]
     assert record["status"] == "cancelled"  # LM Studio was told to stop, not left running

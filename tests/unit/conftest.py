@@ -1,0 +1,48 @@
+"""Fixtures of the unit layer: a store on a temp file, and the app in process (no uvicorn, no LM Studio)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.app import create_app
+from proxy.config import Config
+from proxy.store import Store
+
+from .support import InProcess, make_config
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def make_api(tmp_path: Path) -> AsyncIterator[Callable[..., InProcess]]:
+    """make_api(config=None, **create_app_options): a fresh app on its own database file; closed at teardown."""
+    made: list[InProcess] = []
+
+    def make(config: Config | None = None, **options: Any) -> InProcess:
+        db = tmp_path / f"api{len(made)}.sqlite3"
+        made.append(InProcess(create_app(config or make_config(), database=db, **options), db))
+        return made[-1]
+
+    yield make
+    for api in made:
+        await api.aclose()
+
+
+@pytest.fixture
+def api(make_api: Callable[..., InProcess]) -> InProcess:
+    return make_api()
+
+
+@pytest.fixture
+def client(api: InProcess) -> httpx.AsyncClient:
+    return api.client()

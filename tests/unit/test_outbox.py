@@ -1,0 +1,143 @@
+"""The outbox: consecutive text deltas coalesce, other events keep their order, `take` waits."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from proxy.outbox import Outbox
+
+DELTA = "response.content_delta"
+REASONING = "reasoning.content"
+
+
+def delta(text: str) -> dict[str, Any]:
+    return {"event": DELTA, "delta": text}
+
+
+def test_consecutive_deltas_coalesce_into_one_event() -> None:
+    box = Outbox()
+    for part in ("Hel", "lo", ", ", "world"):
+        box.push_text(DELTA, "delta", part)
+    assert box.take_nowait() == [delta("Hello, world")]
+    assert box.take_nowait() == []
+
+
+def test_different_events_keep_their_order() -> None:
+    box = Outbox()
+    box.push({"event": "response.created", "response_id": "r"})
+    box.push_text(REASONING, "content", "think")
+    box.push_text(REASONING, "content", "ing")
+    box.push({"event": "reasoning.completed"})
+    box.push_text(DELTA, "delta", "a")
+    box.push_text(DELTA, "delta", "b")
+    box.push_text(REASONING, "content", "more")
+    box.push_text(DELTA, "delta", "c")
+    box.push({"event": "response.heartbeat"})
+    box.push({"event": "response.heartbeat"})
+    assert box.take_nowait() == [
+        {"event": "response.created", "response_id": "r"},
+        {"event": REASONING, "content": "thinking"},
+        {"event": "reasoning.completed"},
+        delta("ab"),
+        {"event": REASONING, "content": "more"},
+        delta("c"),
+        {"event": "response.heartbeat"},
+        {"event": "response.heartbeat"},  # only text events coalesce
+    ]
+
+
+def test_a_delta_after_a_take_starts_a_new_event() -> None:
+    box = Outbox()
+    box.push_text(DELTA, "delta", "a")
+    assert box.take_nowait() == [delta("a")]
+    box.push_text(DELTA, "delta", "b")
+    assert box.take_nowait() == [delta("b")]
+
+
+def test_merge_joins_text_where_two_batches_meet() -> None:
+    first = [{"event": "response.created"}, delta("ab")]
+    then = [delta("cd"), {"event": "response.completed"}]
+    assert Outbox.merge(first, then) == [{"event": "response.created"}, delta("abcd"), {"event": "response.completed"}]
+    reasoning = Outbox.merge([{"event": REASONING, "content": "x"}], [{"event": REASONING, "content": "y"}])
+    assert reasoning == [{"event": REASONING, "content": "xy"}]
+
+
+def test_merge_keeps_everything_else_apart() -> None:
+    assert Outbox.merge([delta("a")], [{"event": REASONING, "content": "b"}]) == [
+        delta("a"),
+        {"event": REASONING, "content": "b"},
+    ]
+    beats = Outbox.merge([{"event": "response.heartbeat"}], [{"event": "response.heartbeat"}])
+    assert beats == [{"event": "response.heartbeat"}] * 2
+    assert Outbox.merge([], [delta("a")]) == [delta("a")]
+    assert Outbox.merge([delta("a")], []) == [delta("a")]
+    assert Outbox.merge([], []) == []
+
+
+async def _take_when_waiting(box: Outbox) -> asyncio.Task[list[dict[str, Any]]]:
+    """A task blocked inside `box.take()` (it set `waiting` right before calling it, then ran to its wait)."""
+    waiting = asyncio.Event()
+
+    async def take() -> list[dict[str, Any]]:
+        waiting.set()
+        return await box.take()
+
+    task = asyncio.create_task(take())
+    await waiting.wait()
+    return task
+
+
+async def test_take_waits_until_something_is_pushed() -> None:
+    box = Outbox()
+    task = await _take_when_waiting(box)
+    assert not task.done()
+    box.push_text(DELTA, "delta", "x")
+    assert await task == [delta("x")]
+
+
+async def test_take_returns_what_is_pending_without_waiting() -> None:
+    box = Outbox()
+    box.push({"event": "e"})
+    assert await box.take() == [{"event": "e"}]
+
+
+async def test_close_wakes_a_waiting_take_with_nothing() -> None:
+    box = Outbox()
+    task = await _take_when_waiting(box)
+    box.close()
+    assert await task == []
+
+
+async def test_after_close_take_drains_then_returns_empty() -> None:
+    box = Outbox()
+    box.push_text(DELTA, "delta", "last")
+    box.push({"event": "response.completed"})
+    box.close()
+    assert await box.take() == [delta("last"), {"event": "response.completed"}]
+    assert await box.take() == []
+    assert await box.take() == []
+
+
+def test_pending_since_is_when_the_oldest_waiting_event_came() -> None:
+    box = Outbox()
+    box.push_text(DELTA, "delta", "a")
+    oldest = box.pending_since
+    box.push_text(DELTA, "delta", "b")
+    box.push({"event": "x"})
+    assert box.pending_since == oldest
+    box.take_nowait()
+    box.push({"event": "y"})
+    assert box.pending_since >= oldest
+
+
+def test_a_slow_reader_gets_one_delta_with_all_the_text() -> None:
+    # What tests/api/test_slow_reader.py proves end to end: while nobody takes, 10,000 deltas
+    # are one pending event whose text is all of theirs, in order.
+    box = Outbox()
+    parts = [f"{i} " for i in range(10_000)]
+    box.push({"event": "response.created"})
+    for part in parts:
+        box.push_text(DELTA, "delta", part)
+    box.push({"event": "response.completed"})
+    assert box.take_nowait() == [{"event": "response.created"}, delta("".join(parts)), {"event": "response.completed"}]
