@@ -198,6 +198,15 @@ def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: in
     )
 
 
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the app's routes (which depend on no config or database)."""
+    app = create_app(Config(), database=":memory:")
+    try:
+        return openapi.document(app.routes)
+    finally:
+        proxy_of_app(app).store.close()
+
+
 def create_app(
     config: Config,
     *,
@@ -257,14 +266,16 @@ def create_app(
         )
     ]
     if config.cors.allow_origins:
-        middleware.append(
+        # Outermost, so that the errors RequestContext renders itself (413, 500) carry CORS headers too.
+        middleware.insert(
+            0,
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.cors.allow_origins,
                 allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=["X-Request-Id"],
-            )
+            ),
         )
     app = Starlette(
         routes=routes,

@@ -155,7 +155,8 @@ def parse(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    data.pop("source", None)
+    if "source" in data:  # a field of Config, but the proxy's own note of where it was read from
+        raise ConfigError(f"{source}: unknown key 'source'")
     try:
         # As JSON: strict types then still take a table for a section (TOML dates become strings).
         config = _DECODER.validate_json(json.dumps(data, default=str))

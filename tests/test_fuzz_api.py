@@ -22,9 +22,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CheckFunction, not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-from test_openapi import document as openapi_document
 
 from proxy import sse
+from proxy.app import openapi_document
 from proxy.background import BackgroundServer
 
 KEY = "test-key-one"

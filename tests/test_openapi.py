@@ -16,21 +16,15 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 import proxy
-from proxy.app import create_app
+from proxy.app import create_app, openapi_document
 from proxy.config import Config
-from proxy.openapi import document as document_of
 
 KEY = "sk-test-openapi"
 
 
 @functools.cache
 def document() -> dict[str, Any]:
-    """The app's document (routes do not depend on the config or the database)."""
-    app = create_app(Config(), database=":memory:")
-    try:
-        return document_of(app.routes)
-    finally:
-        app.state.proxy.store.close()
+    return openapi_document()
 
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

@@ -25,7 +25,8 @@ def _leaf_keys() -> list[tuple[str, str, Any]]:
             continue
         section_cls = typing.get_type_hints(Config)[section.name]
         for name, tp in typing.get_type_hints(section_cls).items():
-            keys.append((section.name, name, tp))
+            # A closed set of words (logging.level) is still written as a TOML string.
+            keys.append((section.name, name, str if typing.get_origin(tp) is typing.Literal else tp))
     return keys
 
 
@@ -179,7 +180,7 @@ def test_edge_values_that_are_allowed(tmp_path: Path, section: str, key: str, va
 
 
 def test_logging_level_is_case_insensitive(tmp_path: Path) -> None:
-    assert _load(tmp_path, '[logging]\nlevel = "DEBUG"\n').logging.level == "DEBUG"
+    assert _load(tmp_path, '[logging]\nlevel = "DEBUG"\n').logging.level == "debug"
 
 
 def test_not_toml_names_the_file(tmp_path: Path) -> None:
@@ -200,12 +201,6 @@ def test_the_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert config.server.port == 9001 and config.source == str(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.validate does not check the lmstudio timeouts: 0 or a negative number is accepted, the "
-    "bridge's asyncio.timeout() then expires at once, and requests fail later as LM Studio timeouts (503) "
-    "instead of the proxy refusing to start with a ConfigError naming the key",
-)
 @pytest.mark.parametrize("key", ["connect_timeout_seconds", "load_timeout_seconds", "fragment_timeout_seconds"])
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_a_non_positive_lmstudio_timeout_names_the_key(tmp_path: Path, key: str, value: str) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from proxy.outbox import Outbox
+from proxy.wire.events import StreamEvent
 
 DELTA = "response.content_delta"
 REASONING = "reasoning.content"
+
+
+def _event(fields: dict[str, str]) -> StreamEvent:
+    """An event of any shape: the outbox only reads its `event` name."""
+    return cast(StreamEvent, fields)
 
 
 def delta(text: str) -> dict[str, Any]:
@@ -25,16 +31,16 @@ def test_consecutive_deltas_coalesce_into_one_event() -> None:
 
 def test_different_events_keep_their_order() -> None:
     box = Outbox()
-    box.push({"event": "response.created", "response_id": "r"})
+    box.push(_event({"event": "response.created", "response_id": "r"}))
     box.push_text(REASONING, "content", "think")
     box.push_text(REASONING, "content", "ing")
-    box.push({"event": "reasoning.completed"})
+    box.push(_event({"event": "reasoning.completed"}))
     box.push_text(DELTA, "delta", "a")
     box.push_text(DELTA, "delta", "b")
     box.push_text(REASONING, "content", "more")
     box.push_text(DELTA, "delta", "c")
-    box.push({"event": "response.heartbeat"})
-    box.push({"event": "response.heartbeat"})
+    box.push(_event({"event": "response.heartbeat"}))
+    box.push(_event({"event": "response.heartbeat"}))
     assert box.take_nowait() == [
         {"event": "response.created", "response_id": "r"},
         {"event": REASONING, "content": "thinking"},
@@ -98,7 +104,7 @@ async def test_take_waits_until_something_is_pushed() -> None:
 
 async def test_take_returns_what_is_pending_without_waiting() -> None:
     box = Outbox()
-    box.push({"event": "e"})
+    box.push(_event({"event": "e"}))
     assert await box.take() == [{"event": "e"}]
 
 
@@ -112,7 +118,7 @@ async def test_close_wakes_a_waiting_take_with_nothing() -> None:
 async def test_after_close_take_drains_then_returns_empty() -> None:
     box = Outbox()
     box.push_text(DELTA, "delta", "last")
-    box.push({"event": "response.completed"})
+    box.push(_event({"event": "response.completed"}))
     box.close()
     assert await box.take() == [delta("last"), {"event": "response.completed"}]
     assert await box.take() == []
@@ -124,10 +130,10 @@ def test_pending_since_is_when_the_oldest_waiting_event_came() -> None:
     box.push_text(DELTA, "delta", "a")
     oldest = box.pending_since
     box.push_text(DELTA, "delta", "b")
-    box.push({"event": "x"})
+    box.push(_event({"event": "x"}))
     assert box.pending_since == oldest
     box.take_nowait()
-    box.push({"event": "y"})
+    box.push(_event({"event": "y"}))
     assert box.pending_since >= oldest
 
 
@@ -136,8 +142,8 @@ def test_a_slow_reader_gets_one_delta_with_all_the_text() -> None:
     # are one pending event whose text is all of theirs, in order.
     box = Outbox()
     parts = [f"{i} " for i in range(10_000)]
-    box.push({"event": "response.created"})
+    box.push(_event({"event": "response.created"}))
     for part in parts:
         box.push_text(DELTA, "delta", part)
-    box.push({"event": "response.completed"})
+    box.push(_event({"event": "response.completed"}))
     assert box.take_nowait() == [{"event": "response.created"}, delta("".join(parts)), {"event": "response.completed"}]

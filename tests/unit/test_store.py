@@ -94,16 +94,16 @@ def test_thread_defaults(store: Store) -> None:
 def test_messages_update_delete_and_history(store: Store) -> None:
     tid = store.create_thread(OWNER)["id"]
     first = store.add_message(tid, "user", "q", {"a": 1})
-    second = store.add_message(tid, "assistant", "answer", response_blocks=[{"type": "rule"}])
+    second = store.add_message(tid, "assistant", "answer")
     message = store.get_message(tid, second)
-    assert message is not None and message["response_blocks"] == [{"type": "rule"}] and message["metadata"] == {}
+    assert message is not None and message["content"] == "answer" and message["metadata"] == {}
     store.update_message(first, "q2", None)
     edited = store.get_message(tid, first)
     assert edited is not None and edited["content"] == "q2" and edited["metadata"] == {"a": 1}
     assert edited["updated_at"] is not None
     store.update_message(first, None, {"b": 2})
     edited = store.get_message(tid, first)
-    assert edited is not None and edited["content"] == "q2" and edited["metadata"] == {"b": 2}
+    assert edited is not None and edited["content"] == "q2" and edited["metadata"] == {"a": 1, "b": 2}  # merged
     assert store.history(tid) == [("user", "q2"), ("assistant", "answer")]
     store.delete_message(first)
     assert store.history(tid) == [("assistant", "answer")]
@@ -288,14 +288,11 @@ def test_completed_response_after_checkpoints(store: Store) -> None:
     assert [(m["role"], m["content"]) for m in messages] == [("user", "q"), ("assistant", "partial")]
     assert messages[1]["metadata"] == {"in_progress": True}
 
-    blocks = [{"type": "paragraph", "text": "final"}]
-    mid = store.finish_response(
-        rid, status="completed", usage=USAGE, duration=1.5, text="final", metadata={}, response_blocks=blocks
-    )
+    mid = store.finish_response(rid, status="completed", usage=USAGE, duration=1.5, text="final", metadata={})
     assert mid is not None and mid == messages[1]["id"]  # the checkpointed message becomes the answer
     message = store.get_message(tid, mid)
     assert message is not None
-    assert (message["content"], message["metadata"], message["response_blocks"]) == ("final", {}, blocks)
+    assert (message["content"], message["metadata"]) == ("final", {})
     row = usage_row(store, rid)
     assert row["status"] == "completed" and row["assistant_message_id"] == mid and row["user_message_id"] == uid
     assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (7, 3, 10)
