@@ -30,41 +30,69 @@ def _inline_text(token: Token) -> str:
 
 
 def blocks(markdown: str) -> list[dict[str, Any]]:
-    """Markdown → typed blocks: heading, paragraph, list, code, quote, rule."""
+    """Markdown → typed blocks: heading, paragraph, list, code, quote, rule.
+
+    Blocks nested in a quote become the quote's text, and blocks nested in a list item join
+    that item's text, in order: the blocks read in the order the markdown does.
+    """
     result: list[dict[str, Any]] = []
+    stack: list[dict[str, Any]] = []  # open lists and quotes, innermost last
+    new_item = False  # a list item just opened: its first text starts a new item
+
+    def add_text(text: str) -> None:
+        nonlocal new_item
+        quote = next((b for b in reversed(stack) if b["type"] == "quote"), None)
+        if quote is not None:
+            quote["text"] = (quote["text"] + "\n" + text).strip("\n")
+        elif lists := [b for b in stack if b["type"] == "list"]:
+            items = lists[-1]["items"]
+            if new_item or not items or not isinstance(items[-1], str):
+                items.append(text)
+            else:
+                items[-1] += "\n\n" + text
+            new_item = False
+        else:
+            result.append({"type": "paragraph", "text": text})
+
+    def add_block(block: dict[str, Any], text: str) -> None:
+        (add_text(text) if stack else result.append(block))
+
     tokens = _md.parse(markdown)
-    stack: list[dict[str, Any]] = []  # open lists / quotes
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         if tok.type == "heading_open":
-            result.append({"type": "heading", "level": int(tok.tag[1:]), "text": _inline_text(tokens[i + 1])})
+            text = _inline_text(tokens[i + 1])
+            add_block({"type": "heading", "level": int(tok.tag[1:]), "text": text}, text)
             i += 3
             continue
         if tok.type in ("bullet_list_open", "ordered_list_open"):
             block = {"type": "list", "ordered": tok.type == "ordered_list_open", "items": []}
-            (stack[-1]["items"] if stack and stack[-1]["type"] == "list" else result).append(block)
+            if not any(b["type"] == "quote" for b in stack):
+                lists = [b for b in stack if b["type"] == "list"]
+                (lists[-1]["items"] if lists else result).append(block)
             stack.append(block)
+        elif tok.type == "list_item_open":
+            new_item = True
         elif tok.type in ("bullet_list_close", "ordered_list_close", "blockquote_close"):
             stack.pop()
         elif tok.type == "blockquote_open":
-            block = {"type": "quote", "text": ""}
-            result.append(block)
-            stack.append(block)
-        elif tok.type == "inline":
-            text = _inline_text(tok)
-            if stack and stack[-1]["type"] == "list":
-                stack[-1]["items"].append(text)
-            elif stack and stack[-1]["type"] == "quote":
-                stack[-1]["text"] = (stack[-1]["text"] + "\n" + text).strip("\n")
+            if stack:  # nested in a quote or a list item: its text joins that container
+                stack.append({"type": "nested"})
             else:
-                result.append({"type": "paragraph", "text": text})
+                block = {"type": "quote", "text": ""}
+                result.append(block)
+                stack.append(block)
+        elif tok.type == "inline":
+            add_text(_inline_text(tok))
         elif tok.type in ("fence", "code_block"):
-            result.append({"type": "code", "language": tok.info.strip() or None, "text": tok.content})
+            text = tok.content
+            add_block({"type": "code", "language": tok.info.strip() or None, "text": text}, text.rstrip("\n"))
         elif tok.type == "hr":
-            result.append({"type": "rule"})
+            if not stack:
+                result.append({"type": "rule"})
         i += 1
-    return result
+    return [b for b in result if b["type"] != "quote" or b["text"]]
 
 
 def _block_text(block: dict[str, Any]) -> str:

@@ -130,11 +130,6 @@ def test_output_modes_have_one_default() -> None:
     assert [m for m, _, default in OUTPUT_MODES if default] == ["text"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="render.blocks puts a heading, list or code block nested in a quote or list item at the top "
-    "level, after its container: `plain` reorders the text (and a quoted list leaves an empty quote)",
-)
 @pytest.mark.parametrize(
     ("markdown", "expected"),
     [
