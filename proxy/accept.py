@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from proxy.bridge import prediction_config
 from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown
+from proxy.spec import StreamSpec
 from proxy.state import Proxy
-from proxy.streams import ActiveStream, StreamSpec
+from proxy.streams import ActiveStream
 from proxy.wire.requests import CreateResponseRequest
 
 ORGANIZATION = "org_local"

@@ -1,7 +1,8 @@
-"""How a stream ended: decide the outcome, commit it to the store, then queue the terminal event.
+"""How a stream ended: decide the outcome, commit it to the store, build the terminal event.
 
 Runs on the event loop without awaiting, right after the pump's drain: that decision is the
-linearisation point between a cancel and a normal end (see `proxy/streams.py`).
+linearisation point between a cancel and a normal end (see `proxy/streams.py`). Pure of the
+stream itself: it gets what the pump knows (`Ended`), so it can be tested on a store alone.
 """
 
 from __future__ import annotations
@@ -9,17 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from proxy.errors import InternalError, ProxyError, ShuttingDown
 from proxy.render import render
+from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.wire import bodies
 from proxy.wire.bodies import CancelMode
 from proxy.wire.events import ResponseCompletedEvent, ResponseErrorEvent, StreamEvent
-
-if TYPE_CHECKING:
-    from proxy.streams import ActiveStream
 
 log = logging.getLogger("proxy.streams")
 
@@ -37,70 +36,73 @@ class Final:
     error: ProxyError | None = None
 
 
-def finish(stream: ActiveStream, store: Store, usage: Usage, error: ProxyError | None) -> None:
-    """Decide the outcome, commit it, then queue the terminal event. Runs without awaiting."""
-    s = stream.spec
-    text = "".join(stream.parts)
-    duration = stream.elapsed()
-    event: StreamEvent
-    if stream.stop_reason is not None:
-        stream.outcome = "cancelled"
+@dataclass(frozen=True)
+class Ended:
+    """What the pump knows when a stream has drained: the input to the outcome."""
+
+    spec: StreamSpec
+    text: str
+    reasoning: str
+    stop_reason: str | None  # why a stop was requested: cancel | disconnect | shutdown
+    cancel_mode: CancelMode | None
+    duration: float
+    usage: Usage
+    error: ProxyError | None
+
+
+def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
+    """Decide the outcome and commit it; return (outcome, what it produced, the terminal event).
+
+    Runs without awaiting. If the store fails, the outcome is `failed` and the event says so:
+    the client must still get a terminal event.
+    """
+    usage = ended.usage
+    if ended.stop_reason is not None:
         if usage.stop_reason is None:
             usage = dataclasses.replace(usage, stop_reason="userStopped")
-    elif error is not None:
-        stream.outcome = "failed"
+        ended = dataclasses.replace(ended, usage=usage)
+        outcome = "cancelled"
     else:
-        stream.outcome = "completed"
+        outcome = "failed" if ended.error is not None else "completed"
     try:
-        if stream.outcome == "completed":
-            event = _record_completion(stream, store, usage, duration, text)
-        elif stream.outcome == "cancelled":
-            event = _record_stop(stream, store, usage, duration, text)
+        if outcome == "completed":
+            final, event = _record_completion(store, ended)
+        elif outcome == "cancelled":
+            final, event = _record_stop(store, ended)
         else:
-            assert error is not None
-            event = _record_failure(stream, store, usage, duration, text, error)
-    except Exception:  # the store failed: the client must still get a terminal event
-        log.exception("recording the outcome of %s failed", s.response_id)
-        stream.outcome = "failed"
+            final, event = _record_failure(store, ended)
+    except Exception:
+        log.exception("recording the outcome of %s failed", ended.spec.response_id)
         error = InternalError("The proxy could not record the response.")
-        stream.final = Final("failed", text, usage, error=error)
-        event = error_event(stream.thread_id, error)
-    stream.registry.finished(stream, usage)
-    stream.outbox.push(event)
-    stream.outbox.close()
-    stream.finished.set()
-    log.info(
-        "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
-        s.thread_id, s.response_id, s.model, stream.outcome, usage.stop_reason, usage.output_tokens,
-    )  # fmt: skip
+        return "failed", Final("failed", ended.text, usage, error=error), error_event(ended.spec.thread_id, error)
+    return outcome, final, event
 
 
-def _record_completion(stream: ActiveStream, store: Store, usage: Usage, duration: float, text: str) -> StreamEvent:
-    s = stream.spec
+def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
+    s, usage, text, duration = ended.spec, ended.usage, ended.text, ended.duration
     rendered, blocks = render(text, s.output_mode)
     mid = store.finish_response(
         s.response_id, status="completed", usage=usage, duration=duration, text=text,
         metadata={"model": s.model, "stop_reason": usage.stop_reason},
     )  # fmt: skip
-    stream.final = Final("completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid)
+    final = Final("completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid)
     event: ResponseCompletedEvent = {
         "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
         "response_id": s.response_id, "reasoning_content": None, "usage": usage_json(usage),
     }  # fmt: skip
     if s.output_mode in ("structured", "blocks"):
-        event["response_blocks"] = stream.final.blocks
+        event["response_blocks"] = final.blocks
     else:
         event["response"] = rendered
-    event["reasoning_content"] = "".join(stream.reasoning) or None
+    event["reasoning_content"] = ended.reasoning or None
     event["usage"] = usage_json(usage)  # last, as before: clients that print the event read it last
-    return event
+    return final, event
 
 
-def _record_failure(
-    stream: ActiveStream, store: Store, usage: Usage, duration: float, text: str, error: ProxyError
-) -> StreamEvent:
-    s = stream.spec
-    if not s.streaming and not stream.parts and not stream.reasoning:
+def _record_failure(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
+    s, usage, text, duration, error = ended.spec, ended.usage, ended.text, ended.duration, ended.error
+    assert error is not None
+    if not s.streaming and not text and not ended.reasoning:
         # Nothing was generated and the client gets an HTTP error (which v5 retries):
         # keep nothing of it but the failed usage row, so a retry duplicates nothing.
         store.finish_response(
@@ -116,8 +118,7 @@ def _record_failure(
             s.response_id, status="failed", usage=usage, duration=duration, text=text, metadata=metadata,
             error=error.message,
         )  # fmt: skip
-    stream.final = Final("failed", text, usage, error=error)
-    return error_event(s.thread_id, error)
+    return Final("failed", text, usage, error=error), error_event(s.thread_id, error)
 
 
 def error_event(thread_id: str, error: ProxyError) -> ResponseErrorEvent:
@@ -125,34 +126,34 @@ def error_event(thread_id: str, error: ProxyError) -> ResponseErrorEvent:
             "message": error.message, "code": error.code}  # fmt: skip
 
 
-def _record_stop(stream: ActiveStream, store: Store, usage: Usage, duration: float, text: str) -> StreamEvent:
-    s = stream.spec
-    quick_edit = stream.stop_reason == "cancel" and stream.cancel_mode == "quick_edit"
+def _record_stop(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
+    s, usage, text, duration = ended.spec, ended.usage, ended.text, ended.duration
+    quick_edit = ended.stop_reason == "cancel" and ended.cancel_mode == "quick_edit"
     meta: dict[str, Any] | None = None
     if not quick_edit:
         meta = {"cancelled": True, "partial_content_length": len(text)}
-        if stream.stop_reason == "cancel":
+        if ended.stop_reason == "cancel":
             meta["cancel_mode"] = "keep_partial"
-        elif stream.stop_reason == "disconnect":
+        elif ended.stop_reason == "disconnect":
             meta["cancel_reason"] = "client_disconnected"
         else:
             meta.update(cancel_reason="server_shutdown", interrupted=True)
     store.finish_response(
         s.response_id, status="cancelled", usage=usage, duration=duration,
         text=None if quick_edit else text,  # quick_edit: the messages go, as if never sent
-        metadata=meta, cancel_mode=stream.cancel_mode or stream.stop_reason,
+        metadata=meta, cancel_mode=ended.cancel_mode or ended.stop_reason,
         delete_thread_if_empty=quick_edit and s.thread_created,
     )  # fmt: skip
-    stream.final = Final("cancelled", text, usage)
-    if stream.stop_reason == "shutdown":
-        return error_event(s.thread_id, ShuttingDown("The proxy is shutting down."))
-    return {
+    final = Final("cancelled", text, usage)
+    if ended.stop_reason == "shutdown":
+        return final, error_event(s.thread_id, ShuttingDown("The proxy is shutting down."))
+    return final, {
         "event": "response.cancelled",
         "status": "cancelled",
         "thread_id": s.thread_id,
         "partial_content_length": len(text),
         # Only a cancel's event reaches a client; a disconnect's is written to nobody.
-        "cancel_mode": cast(CancelMode, stream.cancel_mode or stream.stop_reason),
+        "cancel_mode": cast(CancelMode, ended.cancel_mode or ended.stop_reason),
     }
 
 

@@ -11,8 +11,9 @@ from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
 from proxy.metrics import Metrics
+from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
-from proxy.streams import NO_ACTIVE_STREAM, ActiveStream, StreamSpec
+from proxy.streams import NO_ACTIVE_STREAM, ActiveStream
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 
 WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that

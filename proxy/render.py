@@ -88,9 +88,8 @@ def blocks(markdown: str) -> list[dict[str, Any]]:
         elif tok.type in ("fence", "code_block"):
             text = tok.content
             add_block({"type": "code", "language": tok.info.strip() or None, "text": text}, text.rstrip("\n"))
-        elif tok.type == "hr":
-            if not stack:
-                result.append({"type": "rule"})
+        elif tok.type == "hr" and not stack:
+            result.append({"type": "rule"})
         i += 1
     return [b for b in result if b["type"] != "quote" or b["text"]]
 

@@ -27,19 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from proxy import outcomes
 from proxy.bridge import Bridge, Prediction
+from proxy.config import Config
 from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound
+from proxy.metrics import Metrics
 from proxy.outbox import Outbox
+from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 from proxy.wire.events import ResponseCreatedEvent
-
-if TYPE_CHECKING:
-    from proxy.registry import StreamRegistry
 
 log = logging.getLogger("proxy.streams")
 
@@ -47,28 +46,25 @@ CHECKPOINT_SECONDS = 1.0
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 
 
-@dataclass
-class StreamSpec:
-    """What an accepted request asks of LM Studio, and where its result goes."""
+class Host(Protocol):
+    """What a stream needs of the registry that runs it (`registry.StreamRegistry`)."""
 
-    owner: str
-    thread_id: str
-    response_id: str
-    message_ids: list[str]
-    thread_created: bool
-    model: str
-    messages: list[dict[str, str]]
-    prediction_config: dict[str, Any]
-    output_mode: str
-    trace_id: str
-    streaming: bool = True
-    accepted_at: float = field(default_factory=time.monotonic)
+    config: Config
+    store: Store
+    metrics: Metrics
+
+    @property
+    def write_interval(self) -> float: ...
+
+    def cancel_result(self, elapsed: float) -> tuple[CancelMode, CancelStreamResponse]: ...
+
+    def finished(self, stream: ActiveStream, usage: Usage) -> None: ...
 
 
 class ActiveStream:
     """One running prediction: its pump task, its partial text, and how it ended."""
 
-    def __init__(self, spec: StreamSpec, registry: StreamRegistry) -> None:
+    def __init__(self, spec: StreamSpec, registry: Host) -> None:
         self.spec = spec
         self.registry = registry
         self.outbox = Outbox()
@@ -191,7 +187,7 @@ class ActiveStream:
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
                 await self.prediction.cancel()
         self.lm_finished = time.perf_counter()
-        outcomes.finish(self, store, usage, error)
+        self._finish(store, usage, error)
 
     async def _until_stopped(self, coro: Any) -> Any:
         """Await `coro` unless a stop is requested first (then abandon it and return None)."""
@@ -305,3 +301,23 @@ class ActiveStream:
             "output_mode": s.output_mode,
             "model": s.model,
         }
+
+    # -- the outcome ---------------------------------------------------------------------
+
+    def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
+        """Decide and commit the outcome, then queue the terminal event. Runs without awaiting."""
+        s = self.spec
+        ended = outcomes.Ended(
+            s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
+            usage, error,
+        )  # fmt: skip
+        self.outcome, self.final, event = outcomes.record(store, ended)
+        self.registry.finished(self, self.final.usage)
+        self.outbox.push(event)
+        self.outbox.close()
+        self.finished.set()
+        log.info(
+            "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
+            s.thread_id, s.response_id, s.model, self.outcome, self.final.usage.stop_reason,
+            self.final.usage.output_tokens,
+        )  # fmt: skip

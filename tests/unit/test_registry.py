@@ -8,8 +8,9 @@ from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
+from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
-from proxy.streams import ActiveStream, StreamSpec
+from proxy.streams import ActiveStream
 
 
 def _spec(i: int) -> StreamSpec:
