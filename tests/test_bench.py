@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from proxy import bench
+from proxy.bench.options import stream_counts
+from proxy.bench.stats import percentile
 
 SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3"]
 
@@ -113,9 +115,9 @@ def test_bench_unreachable_lmstudio_fails_cleanly(
 @pytest.mark.parametrize("text", ["0", "1,x", ""])
 def test_streams_option_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        bench._stream_counts(text)
+        stream_counts(text)
 
 
 def test_percentile_interpolates() -> None:
-    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert bench.percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
