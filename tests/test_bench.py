@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,11 @@ from proxy import bench
 from proxy.bench.options import stream_counts
 from proxy.bench.stats import percentile
 
+MICRO_FIGURES = (
+    "request parse, decode_create (µs)",
+    "SSE frame encode (µs)",
+    "import proxy.cli above interpreter start (s)",
+)
 SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3"]
 
 
@@ -67,6 +74,14 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "raw client",
         "httpx's own cost",
         "warm-up:",
+        "direct CPU µs/tok",
+        "own µs/tok",
+        "direct client CPU/token",
+        "proxy's own share",
+        "Micro-benchmarks",
+        "request parse: wire.decode_create",
+        "SSE frame: sse.frame",
+        "import proxy.cli, above the bare interpreter",
     ):
         assert figure in out, f"{figure!r} missing from:\n{out}"
     relay_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
@@ -92,13 +107,27 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     for key in ("to_lmstudio", "answered", "cancelled_event"):
         assert report["cancel"][key]["samples"] == 3
     assert report["disconnect"]["to_lmstudio"]["samples"] == 3
+    assert relay["direct"]["client_cpu_us_per_token"] > 0
+    assert relay["proxy_own_cpu_us_per_token"] == round(
+        relay["proxy_cpu_us_per_token"] - relay["direct"]["client_cpu_us_per_token"], 2
+    )
     process = report["proxy_process"]
     assert process["cpu_us_per_token"] > 0 and process["rss_idle_mb"] > 0
     assert "rss_per_stream_kb" in process
+    # One relay row: the run's figures are that row's (summed from its CPU seconds, rounded to the ms).
+    assert process["direct_client_cpu_us_per_token"] == pytest.approx(
+        relay["direct"]["client_cpu_us_per_token"], rel=0.01
+    )
+    assert process["own_cpu_us_per_token"] == round(
+        process["cpu_us_per_token"] - process["direct_client_cpu_us_per_token"], 2
+    )
+    _check_micro(report["micro"])
     assert {c["figure"] for c in report["checks"]} >= {
         "TTFT overhead p50 (ms)",
         "TTFT overhead p99 (ms)",
         "RSS per active stream (KB)",
+        "proxy's own CPU per token (µs)",
+        *MICRO_FIGURES,
     }
     assert all(isinstance(c["ok"], bool) for c in report["checks"])
 
@@ -110,6 +139,52 @@ def test_bench_unreachable_lmstudio_fails_cleanly(
     assert "lmstudio-proxy bench:" in capsys.readouterr().err
     assert list(private_tmp.iterdir()) == []
     assert _children() == []
+
+
+def _check_micro(micro: dict[str, Any]) -> None:
+    for name in ("decode_create", "sse_frame"):
+        figure = micro[name]
+        assert 0 < figure["best_us"] <= figure["us_per_call"], figure
+        assert figure["calls"] >= 1 and figure["repeats"] == 7
+    assert micro["decode_create"]["body_bytes"] > 100  # a realistic body, not a stub
+    assert micro["sse_frame"]["frame_bytes"] > 50
+    imports = micro["import_cli"]
+    assert imports["interpreter_seconds"] > 0 and imports["seconds"] > 0, imports  # no ordering: timings are noisy
+    difference = imports["seconds"] - imports["interpreter_seconds"]
+    assert imports["above_interpreter_seconds"] == pytest.approx(difference, abs=2e-4)  # each is rounded
+
+
+def test_bench_micro_alone(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--micro needs no simulator: no child process stays behind, no temporary directory."""
+    assert _run(["--micro"]) == 0
+    out = capsys.readouterr().out
+    assert "Micro-benchmarks" in out
+    assert "Relay throughput" not in out
+    for label, unit in (
+        ("request parse: wire.decode_create", "µs"),
+        ("SSE frame: sse.frame", "µs"),
+        ("import proxy.cli, above the bare interpreter", "s"),
+    ):
+        assert re.search(rf"^{re.escape(label)}.*\s\d+\.\d+ {unit}\s.*[✓✗]$", out, re.MULTILINE), out
+    assert re.search(r"import proxy.cli: \d+\.\d+ s; python -c pass: \d+\.\d+ s", out), out
+    assert list(private_tmp.iterdir()) == []
+    assert _children() == []
+
+
+def test_bench_micro_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["--micro", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"micro", "checks"}
+    _check_micro(report["micro"])
+    assert {c["figure"] for c in report["checks"]} == set(MICRO_FIGURES)
+
+
+def test_micro_excludes_other_targets() -> None:
+    """--micro and --lmstudio/--simulate are exclusive: a micro run never starts a child."""
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--micro", "--simulate"])
 
 
 @pytest.mark.parametrize("text", ["0", "1,x", ""])
