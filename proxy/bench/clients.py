@@ -1,8 +1,7 @@
-"""The bench's clients: one stream direct (lmstudio SDK) or through the proxy (httpx), batches of them,
-and the simulator's and the proxy's state between measurements.
+"""The bench's clients: one stream direct (lmstudio SDK) or through the proxy (httpx), and batches.
 
-This and the bridge are the only modules that import `lmstudio`: measuring the SDK without the
-proxy is the bench's point.
+They also reset the simulator's and the proxy's state between measurements. This and the bridge
+are the only modules that import `lmstudio`: measuring the SDK without the proxy is the bench's point.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Percentiles and the millisecond summaries the report prints."""
+"""Percentiles, millisecond summaries and CPU per token: the arithmetic behind the figures."""
 
 from __future__ import annotations
 
