@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from proxy import bench
+from proxy.bench.checks import checks
 from proxy.bench.options import stream_counts
 from proxy.bench.stats import percentile
 
@@ -196,3 +197,18 @@ def test_streams_option_rejects(text: str) -> None:
 def test_percentile_interpolates() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([5.0], 99) == 5.0
+
+
+@pytest.mark.parametrize(("scale", "ok"), [(0.5, True), (2.0, False)])
+def test_micro_checks_compare_with_the_targets(scale: float, ok: bool) -> None:
+    """Half of each target passes, twice each target fails (the ✓/✗ printed beside the figures)."""
+    report = {
+        "micro": {
+            "decode_create": {"us_per_call": 5.0 * scale},
+            "sse_frame": {"us_per_call": 0.5 * scale},
+            "import_cli": {"above_interpreter_seconds": 0.3 * scale},
+        }
+    }
+    results = checks(report)
+    assert [c["figure"] for c in results] == list(MICRO_FIGURES)
+    assert [c["ok"] for c in results] == [ok, ok, ok]
