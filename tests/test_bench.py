@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proxy import bench
+from proxy.bench.checks import checks
+from proxy.bench.options import stream_counts
+from proxy.bench.stats import percentile
 
+MICRO_FIGURES = (
+    "request parse, decode_create (µs)",
+    "SSE frame encode (µs)",
+    "import proxy.cli above interpreter start (s)",
+)
 SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3"]
 
 
@@ -65,6 +75,14 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "raw client",
         "httpx's own cost",
         "warm-up:",
+        "direct CPU µs/tok",
+        "own µs/tok",
+        "direct client CPU/token",
+        "proxy's own share",
+        "Micro-benchmarks",
+        "request parse: wire.decode_create",
+        "SSE frame: sse.frame",
+        "import proxy.cli, above the bare interpreter",
     ):
         assert figure in out, f"{figure!r} missing from:\n{out}"
     relay_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
@@ -90,13 +108,27 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     for key in ("to_lmstudio", "answered", "cancelled_event"):
         assert report["cancel"][key]["samples"] == 3
     assert report["disconnect"]["to_lmstudio"]["samples"] == 3
+    assert relay["direct"]["client_cpu_us_per_token"] > 0
+    assert relay["proxy_own_cpu_us_per_token"] == round(
+        relay["proxy_cpu_us_per_token"] - relay["direct"]["client_cpu_us_per_token"], 2
+    )
     process = report["proxy_process"]
     assert process["cpu_us_per_token"] > 0 and process["rss_idle_mb"] > 0
     assert "rss_per_stream_kb" in process
+    # One relay row: the run's figures are that row's (summed from its CPU seconds, rounded to the ms).
+    assert process["direct_client_cpu_us_per_token"] == pytest.approx(
+        relay["direct"]["client_cpu_us_per_token"], rel=0.01
+    )
+    assert process["own_cpu_us_per_token"] == round(
+        process["cpu_us_per_token"] - process["direct_client_cpu_us_per_token"], 2
+    )
+    _check_micro(report["micro"])
     assert {c["figure"] for c in report["checks"]} >= {
         "TTFT overhead p50 (ms)",
         "TTFT overhead p99 (ms)",
         "RSS per active stream (KB)",
+        "proxy's own CPU per token (µs)",
+        *MICRO_FIGURES,
     }
     assert all(isinstance(c["ok"], bool) for c in report["checks"])
 
@@ -110,12 +142,73 @@ def test_bench_unreachable_lmstudio_fails_cleanly(
     assert _children() == []
 
 
+def _check_micro(micro: dict[str, Any]) -> None:
+    for name in ("decode_create", "sse_frame"):
+        figure = micro[name]
+        assert 0 < figure["best_us"] <= figure["us_per_call"], figure
+        assert figure["calls"] >= 1 and figure["repeats"] == 7
+    assert micro["decode_create"]["body_bytes"] > 100  # a realistic body, not a stub
+    assert micro["sse_frame"]["frame_bytes"] > 50
+    imports = micro["import_cli"]
+    assert imports["interpreter_seconds"] > 0 and imports["seconds"] > 0, imports  # no ordering: timings are noisy
+    difference = imports["seconds"] - imports["interpreter_seconds"]
+    assert imports["above_interpreter_seconds"] == pytest.approx(difference, abs=2e-4)  # each is rounded
+
+
+def test_bench_micro_alone(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--micro needs no simulator: no child process stays behind, no temporary directory."""
+    assert _run(["--micro"]) == 0
+    out = capsys.readouterr().out
+    assert "Micro-benchmarks" in out
+    assert "Relay throughput" not in out
+    for label, unit in (
+        ("request parse: wire.decode_create", "µs"),
+        ("SSE frame: sse.frame", "µs"),
+        ("import proxy.cli, above the bare interpreter", "s"),
+    ):
+        assert re.search(rf"^{re.escape(label)}.*\s\d+\.\d+ {unit}\s.*[✓✗]$", out, re.MULTILINE), out
+    assert re.search(r"import proxy.cli: \d+\.\d+ s; python -c pass: \d+\.\d+ s", out), out
+    assert list(private_tmp.iterdir()) == []
+    assert _children() == []
+
+
+def test_bench_micro_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["--micro", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"micro", "checks"}
+    _check_micro(report["micro"])
+    assert {c["figure"] for c in report["checks"]} == set(MICRO_FIGURES)
+
+
+def test_micro_excludes_other_targets() -> None:
+    """--micro and --lmstudio/--simulate are exclusive: a micro run never starts a child."""
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--micro", "--simulate"])
+
+
 @pytest.mark.parametrize("text", ["0", "1,x", ""])
 def test_streams_option_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        bench._stream_counts(text)
+        stream_counts(text)
 
 
 def test_percentile_interpolates() -> None:
-    assert bench.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert bench.percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+
+
+@pytest.mark.parametrize(("scale", "ok"), [(0.5, True), (2.0, False)])
+def test_micro_checks_compare_with_the_targets(scale: float, ok: bool) -> None:
+    """Half of each target passes, twice each target fails (the ✓/✗ printed beside the figures)."""
+    report = {
+        "micro": {
+            "decode_create": {"us_per_call": 5.0 * scale},
+            "sse_frame": {"us_per_call": 0.5 * scale},
+            "import_cli": {"above_interpreter_seconds": 0.3 * scale},
+        }
+    }
+    results = checks(report)
+    assert [c["figure"] for c in results] == list(MICRO_FIGURES)
+    assert [c["ok"] for c in results] == [ok, ok, ok]

@@ -1,0 +1,62 @@
+"""The `bench` subcommand's options (argparse only: the command line imports this module)."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_STREAMS = (1, 8, 32, 128)
+DEFAULT_TOKENS = 500  # per stream, in the throughput runs
+DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
+
+
+def stream_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"stream counts must be >= 1, got {text!r}")
+    return counts
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--simulate", action="store_true", help="run against the built-in simulator at full speed (the default)"
+    )
+    where.add_argument("--lmstudio", metavar="HOST:PORT", help="run against this LM Studio")
+    where.add_argument(
+        "--micro",
+        action="store_true",
+        help="only the micro-benchmarks (request parsing, SSE framing, import time): no simulator, a few seconds",
+    )
+    parser.add_argument(
+        "--streams",
+        type=stream_counts,
+        default=DEFAULT_STREAMS,
+        metavar="N,N,...",
+        help=f"concurrent streams for the throughput runs (default: {','.join(map(str, DEFAULT_STREAMS))})",
+    )
+    parser.add_argument(
+        "--tokens", type=positive, default=DEFAULT_TOKENS, help="tokens per throughput stream (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=positive,
+        default=DEFAULT_REPEAT,
+        help="samples for TTFT (each side), cancel and disconnect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model", metavar="KEY", help="model key (default: simulated-llm, or LM Studio's first loaded)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")

@@ -1,0 +1,86 @@
+"""Stops: how fast a cancel request, or a client closing its stream, reaches LM Studio."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from proxy.bench.clients import Clients
+from proxy.bench.errors import BenchError
+from proxy.bench.settings import DELTAS_BEFORE_STOP, LONG_TOKENS, STEP_TIMEOUT
+from proxy.bench.stats import ms_summary
+from proxy.bench.streams import Sample, owned_tasks, until
+
+T = TypeVar("T")
+
+
+async def cancel(c: Clients, repeat: int) -> dict[str, Any]:
+    c.say(f"cancel: {repeat} samples")
+    samples, error = await _collect(repeat, lambda i: _cancel_one(c, i))
+    return {
+        "to_lmstudio": ms_summary([s[0] for s in samples]) if c.sim is not None else None,
+        "answered": ms_summary([s[1] for s in samples]),
+        "cancelled_event": ms_summary([s[2] for s in samples]),
+        "error": error,
+    }
+
+
+async def disconnect(c: Clients, repeat: int) -> dict[str, Any]:
+    """Needs the simulator: only its records say when LM Studio got the cancel."""
+    c.say(f"disconnect: {repeat} samples")
+    to_lmstudio, error = await _collect(repeat, lambda i: _disconnect_one(c, i))
+    return {"to_lmstudio": ms_summary(to_lmstudio), "error": error}
+
+
+async def _collect(repeat: int, one: Callable[[int], Awaitable[T]]) -> tuple[list[T], str | None]:
+    """`repeat` samples of `one(i)`; a BenchError is a finding, reported with the samples so far."""
+    samples: list[T] = []
+    try:
+        for i in range(repeat):
+            samples.append(await one(i))
+    except BenchError as exc:
+        return samples, f"after {len(samples)} samples: {exc}"
+    return samples, None
+
+
+async def _cancel_one(c: Clients, i: int) -> tuple[float, float, float]:
+    """Cancel a long stream after its first deltas: seconds until LM Studio got the cancel (NaN
+    without the simulator), until the cancel was answered, until `response.cancelled` arrived."""
+    marker = f"bench {c.run_id} cancel {i}"
+    sample, changed = Sample(), asyncio.Event()
+    async with owned_tasks() as tasks:
+        tasks.append(asyncio.create_task(c.proxy(f"{marker} [tokens={LONG_TOKENS}]", None, sample, changed)))
+        await until(lambda: sample.deltas >= DELTAS_BEFORE_STOP, changed, tasks, "the first deltas")
+        wall, sent = time.time(), time.perf_counter()
+        response = await c.http.post(f"/v1/model/response/{sample.thread_id}/cancel")
+        answered = time.perf_counter() - sent
+        if response.status_code != 200:
+            raise BenchError(f"cancel answered {response.status_code}: {response.text[:300]}")
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await tasks[0]
+    if sample.terminal != "response.cancelled":
+        raise BenchError(f"a cancelled stream ended with {sample.terminal or 'no terminal event'}")
+    to_lmstudio = math.nan
+    if c.sim is not None:
+        record = await c.record(marker, lambda r: r["cancel_received_at"] is not None)
+        to_lmstudio = record["cancel_received_at"] - wall
+        await c.clear_records()
+    return to_lmstudio, answered, sample.terminal_at - sent
+
+
+async def _disconnect_one(c: Clients, i: int) -> float:
+    """Close a long stream after its first deltas: seconds until LM Studio got the cancel."""
+    marker = f"bench {c.run_id} disconnect {i}"
+    sample = await c.proxy(
+        f"{marker} [tokens={LONG_TOKENS}]", None, close_when=lambda s: s.deltas >= DELTAS_BEFORE_STOP
+    )
+    if not sample.closed_wall:
+        raise BenchError(f"a stream to disconnect ended with {sample.terminal or 'no terminal event'}")
+    record = await c.record(marker, lambda r: r["status"] != "running")
+    if record["cancel_received_at"] is None:
+        raise BenchError(f"the simulator got no cancel after a disconnect: {record['status']}")
+    await c.clear_records()
+    return float(record["cancel_received_at"] - sample.closed_wall)

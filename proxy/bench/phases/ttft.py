@@ -1,0 +1,67 @@
+"""Time to first token: direct, through the proxy with httpx, and with the minimal client, interleaved."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy.bench.clients import Clients
+from proxy.bench.raw_client import RawClient
+from proxy.bench.settings import STATIC_PATH, TTFT_TOKENS
+from proxy.bench.stats import ms_summary
+
+
+async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
+    c.say(f"time to first token: {repeat} pairs")
+    direct: list[float] = []
+    proxy: list[float] = []
+    raw: list[float] = []
+    prompt = f"Say hello. [tokens={TTFT_TOKENS}]"
+    body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": c.model_key,
+            "max_tokens": TTFT_TOKENS}  # fmt: skip
+    client = RawClient(proxy_url)
+
+    async def direct_side() -> None:
+        direct.append((await c.direct(prompt, TTFT_TOKENS)).ttft)
+
+    async def httpx_side() -> None:
+        proxy.append((await c.proxy(prompt, TTFT_TOKENS)).ttft)
+
+    async def raw_side() -> None:
+        raw.append(await client.ttft(body))
+
+    # What httpx costs by itself: the same small GET with each client (no LM Studio involved).
+    httpx_get: list[float] = []
+    raw_get: list[float] = []
+
+    async def httpx_get_side() -> None:
+        started = time.perf_counter()
+        (await c.http.get(STATIC_PATH)).raise_for_status()
+        httpx_get.append(time.perf_counter() - started)
+
+    async def raw_get_side() -> None:
+        raw_get.append(await client.get(STATIC_PATH))
+
+    sides: list[Callable[[], Awaitable[None]]] = [direct_side, httpx_side, raw_side]
+    try:
+        for i in range(repeat):
+            for side in sides[i % 3 :] + sides[: i % 3]:  # each side goes first as often as the others
+                await side()
+        for i in range(repeat):
+            for side in (httpx_get_side, raw_get_side)[:: 1 if i % 2 else -1]:
+                await side()
+    finally:
+        await client.aclose()
+    await c.clear_records()
+    d, p, r = ms_summary(direct), ms_summary(proxy), ms_summary(raw)
+    overhead = {k: round(float(p[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
+    raw_overhead = {k: round(float(r[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
+    return {
+        "direct": d,
+        "proxy": p,
+        "overhead": overhead,
+        "proxy_raw_client": r,
+        "overhead_raw_client": raw_overhead,
+        "static_get": {"path": STATIC_PATH, "httpx": ms_summary(httpx_get), "raw_client": ms_summary(raw_get)},
+    }

@@ -1,0 +1,71 @@
+"""A minimal HTTP/1.1 client on one keep-alive connection: TTFT through the proxy without httpx.
+
+httpx spends milliseconds of its own on each request (the bench measures how many on a static
+endpoint); timing with this client shows what the proxy itself adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from proxy.bench.errors import BenchError
+from proxy.bench.settings import API_KEY
+
+
+class RawClient:
+    """GETs and streaming POSTs over one connection, timed with perf_counter()."""
+
+    def __init__(self, url: str) -> None:
+        host, _, port = url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self._reader, self._writer
+
+    async def get(self, path: str) -> float:
+        """Seconds for a GET whose answer has a Content-Length (a small JSON endpoint)."""
+        reader, writer = await self._connection()
+        started = time.perf_counter()
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        return time.perf_counter() - started
+
+    async def ttft(self, body: dict[str, Any]) -> float:
+        """Seconds from sending the request to the first content delta; reads the stream to its end."""
+        self._reader, self._writer = await self._connection()
+        payload = json.dumps(body).encode()
+        request = (
+            f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+        started = time.perf_counter()
+        self._writer.write(request)
+        buffer, first = b"", None
+        while not (buffer.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in buffer):  # chunked body's end
+            chunk = await self._reader.read(65536)
+            if not chunk:
+                raise BenchError("the proxy closed the connection")
+            buffer += chunk
+            if first is None and b"response.content_delta" in buffer:
+                first = time.perf_counter()
+        if first is None:
+            raise BenchError(f"no content delta in the stream: {buffer[-300:]!r}")
+        return first - started
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()

@@ -1,0 +1,167 @@
+"""The report as text tables (the JSON form is the report itself); each target's ✓/✗ is informational."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else ("✓" if ok else "✗")
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """A full run's report (setup, TTFT, relay, stops, proxy process, micro-benchmarks)."""
+    ok = {c["figure"]: c["ok"] for c in report["checks"]}
+    s = report["setup"]
+    out = [
+        f"lmstudio-proxy bench against {s['lmstudio']} (model {s['model']}); {s['cpus']} CPUs, "
+        f"load average {s['load_average_before']} before, {s['load_average_after']} after; {s['seconds']} s",
+        f"warm-up: {s['warm_up']}",
+        "",
+    ]
+    out += _ttft(report["ttft"], ok)
+    out += ["", *_relay(report["relay"], s["tokens_per_stream"], ok)]
+    out += ["", *_stops(report["cancel"], report["disconnect"], ok)]
+    out += ["", *_process(report["proxy_process"], ok)]
+    out += ["", *_micro(report["micro"], ok)]
+    if report["disconnect"] is None:
+        out += ["", "(LM Studio-side cancel and disconnect timings need the simulator: run with --simulate.)"]
+    return "\n".join(out)
+
+
+def render_micro(report: dict[str, Any]) -> str:
+    """A `--micro` run's report."""
+    return "\n".join(_micro(report["micro"], {c["figure"]: c["ok"] for c in report["checks"]}))
+
+
+def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
+    out = [
+        f"Time to first token (ms; {ttft['direct']['samples']} samples each way, interleaved; through the proxy "
+        "with a minimal HTTP client, which shows the proxy's own overhead, and with httpx)"
+    ]
+    rows = []
+    for q, limit in (("p50", "<= 2 ms"), ("p99", "<= 10 ms")):
+        key = f"{q}_ms"
+        d = ttft["direct"][key]
+        p, o = ttft["proxy_raw_client"][key], ttft["overhead_raw_client"][key]
+        rows.append([q, "raw client", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", limit, _mark(ok[f"TTFT overhead {q} (ms)"])])
+        p, o = ttft["proxy"][key], ttft["overhead"][key]
+        rows.append([q, "httpx", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", "", ""])
+    out += _table(["", "client", "direct", "proxy", "overhead", "target", ""], rows)
+    g = ttft["static_get"]
+    out.append(
+        f"httpx's own cost: GET {g['path']} takes {g['httpx']['p50_ms']:.2f} ms with httpx and "
+        f"{g['raw_client']['p50_ms']:.2f} ms with the minimal client (p50, {g['httpx']['samples']} each)"
+    )
+    return out
+
+
+def _relay(relay: list[dict[str, Any]], tokens: int, ok: dict[str, bool]) -> list[str]:
+    out = [
+        f"Relay throughput (tokens/s received by all clients together; {tokens} tokens a stream; CPU µs per token "
+        "of the direct SDK client (this process) and of the proxy, and the proxy's own share: the difference)"
+    ]
+    rows = []
+    failures: list[str] = []
+    for r in relay:
+        figure = f"relay at {r['streams']} stream(s), proxy/direct"
+        target = {1: ">= 70 %", 32: ">= 50 %"}.get(r["streams"], "")
+        direct_cpu = _us(r["direct"]["client_cpu_us_per_token"])
+        if r["proxy"] is None:
+            proxy_cells = ["failed", "-", target, _mark(ok.get(figure)), direct_cpu, "-", "-", "-"]
+            failures.append(f"  {r['streams']} stream(s) through the proxy failed: {r['proxy_error']}")
+        else:
+            proxy_cells = [f"{r['proxy']['tokens_per_second']:,}", f"{r['ratio']:.0%}", target, _mark(ok.get(figure))]
+            proxy_cells += [direct_cpu, _us(r["proxy_cpu_us_per_token"]), _us(r["proxy_own_cpu_us_per_token"])]
+            proxy_cells += [f"{r['proxy_cpu_busy']:.0%}"]
+        rows.append([str(r["streams"]), str(r["rounds"]), f"{r['direct']['tokens_per_second']:,}", *proxy_cells])
+    header = ["streams", "rounds", "direct tok/s", "proxy tok/s", "proxy/direct", "target", ""]
+    header += ["direct CPU µs/tok", "proxy CPU µs/tok", "own µs/tok", "busy"]
+    return [*out, *_table(header, rows), *failures]
+
+
+def _stops(c: dict[str, Any], disconnect: dict[str, Any] | None, ok: dict[str, bool]) -> list[str]:
+    pace = " at 200 tokens/s" if disconnect is not None else " as LM Studio runs"
+    out = [f"Cancel and disconnect latency (ms, from the client's action; generation{pace})"]
+    rows = []
+    if c["to_lmstudio"] is not None:
+        v = c["to_lmstudio"]
+        rows.append(["cancel sent -> LM Studio receives cancel", f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"])
+        rows[-1] += [str(v["samples"]), "p50 <= 5, p99 <= 20"]
+        rows[-1] += [_mark(ok["cancel -> LM Studio p50 (ms)"] and ok["cancel -> LM Studio p99 (ms)"])]
+    for label, key in (
+        ("cancel sent -> cancel answered", "answered"),
+        ("cancel sent -> response.cancelled", "cancelled_event"),
+    ):
+        rows.append([label, f"{c[key]['p50_ms']:.2f}", f"{c[key]['p99_ms']:.2f}", str(c[key]["samples"]), "", ""])
+    if disconnect is not None:
+        v = disconnect["to_lmstudio"]
+        rows.append(["SSE closed -> LM Studio receives cancel", f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"])
+        rows[-1] += [str(v["samples"]), "p99 <= 100", _mark(ok["disconnect -> LM Studio p99 (ms)"])]
+    out += _table(["", "p50", "p99", "samples", "target", ""], rows)
+    for phase, result in (("cancel", c), ("disconnect", disconnect)):
+        if result is not None and result["error"]:
+            out.append(f"  {phase} samples stopped early, {result['error']}")
+    return out
+
+
+def _process(p: dict[str, Any], ok: dict[str, bool]) -> list[str]:
+    own = p["own_cpu_us_per_token"]
+    own_mark = _mark(ok.get("proxy's own CPU per token (µs)"))
+    return [
+        "Proxy process",
+        f"  CPU per relayed token   {p['cpu_us_per_token']} µs  ({p['cpu_seconds']} CPU s / "
+        f"{p['tokens_relayed']:,} tokens over the proxy's relay runs)",
+        f"  direct client CPU/token {p['direct_client_cpu_us_per_token']} µs  (this process, the lmstudio SDK "
+        "alone, over the direct relay runs)",
+        f"  proxy's own share       {own} µs  (proxy CPU per token - direct client CPU per token)   "
+        f"target <= 30 µs {own_mark}",
+        f"  RSS idle                {p['rss_idle_mb']} MB",
+        f"  RSS per active stream   {p['rss_per_stream_kb']} KB  ({p['active_streams']} streams mid-generation: "
+        f"{p['rss_active_mb']} MB)   target <= 200 KB {_mark(ok['RSS per active stream (KB)'])}",
+    ]
+
+
+def _micro(m: dict[str, Any], ok: dict[str, bool]) -> list[str]:
+    d, f, i = m["decode_create"], m["sse_frame"], m["import_cli"]
+    out = [
+        f"Micro-benchmarks (µs per call: median and best of {d['repeats']} timeit repeats; import: best of "
+        f"{i['runs']} fresh interpreters)"
+    ]
+    rows = [
+        [
+            f"request parse: wire.decode_create ({d['body_bytes']} B body)",
+            f"{d['us_per_call']:.2f} µs (best {d['best_us']:.2f})",
+            "<= 5 µs",
+        ],
+        [
+            f"SSE frame: sse.frame (content delta, {f['frame_bytes']} B)",
+            f"{f['us_per_call']:.2f} µs (best {f['best_us']:.2f})",
+            "<= 0.5 µs",
+        ],
+        [f"{i['statement']}, above the bare interpreter", f"{i['above_interpreter_seconds']:.3f} s", "<= 0.3 s"],
+    ]
+    figures = (
+        "request parse, decode_create (µs)",
+        "SSE frame encode (µs)",
+        "import proxy.cli above interpreter start (s)",
+    )
+    rows = [[*row, _mark(ok[figure])] for row, figure in zip(rows, figures, strict=True)]
+    out += _table(["", "value", "target", ""], rows)
+    out.append(f"  ({i['statement']}: {i['seconds']:.3f} s; python -c pass: {i['interpreter_seconds']:.3f} s)")
+    return out

@@ -1,0 +1,21 @@
+"""The bench's fixed numbers: sample sizes, pacing, timeouts, and the names it uses."""
+
+from __future__ import annotations
+
+MIN_RELAY_SECONDS = 1.0  # a throughput level repeats its direct batch this long; the proxy runs as many rounds
+TTFT_TOKENS = 8
+LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long before the end
+DELTAS_BEFORE_STOP = 3
+WARMUP = 10
+MEMORY_TOKENS_PER_SECOND = 20.0  # the simulator's speed while the memory streams are open
+STOP_TOKENS_PER_SECOND = 200.0  # the simulator's speed while cancels and disconnects are timed
+MEMORY_STREAMS_LMSTUDIO = 4  # a real LM Studio may queue parallel predictions: keep the memory run small
+SIMULATED_MODEL = "simulated-llm"
+API_KEY = "bench"
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+STEP_TIMEOUT = 60.0  # any one wait: an event to arrive, a request to be answered
+PHASE_TIMEOUT = 900.0  # a whole batch of streams
+
+STATIC_PATH = "/v1/model/response/output-modes"  # a small fixed JSON answer, for timing the clients alone
