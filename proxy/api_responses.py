@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Literal
 
@@ -29,6 +30,7 @@ REASONING_LEVELS = (
     ("medium", "Balanced reasoning (the model's default)", True),
     ("high", "Extended reasoning", False),
 )
+FIRST_ANSWER_GRACE_SECONDS = 0.25
 CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, sent to nobody
 
 api = Endpoints()
@@ -56,9 +58,19 @@ async def create_response(request: Request) -> Response:
     # up the response meanwhile would delay it, and with it the first token.
     try:
         await stream.sent.wait()
+        # A moment for LM Studio's first answer: a connection that died since the last request
+        # fails here, and the client gets a 503 (with nothing stored) rather than a 200 and an
+        # error event. A live LM Studio answers well within it, and the first token then
+        # leaves with the response headers.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_ANSWER_GRACE_SECONDS):
+                await stream.answered.wait()
     except BaseException:
         await asyncio.shield(stream.client_gone())
         raise
+    if stream.finished.is_set() and stream.final is not None and stream.final.error is not None:
+        raise stream.final.error
+    stream.committed = True
     return EventStream(stream)  # type: ignore[return-value]  # an ASGI app, as Starlette allows
 
 

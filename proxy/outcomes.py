@@ -48,6 +48,7 @@ class Ended:
     duration: float
     usage: Usage
     error: ProxyError | None
+    http_answer: bool = False  # the client gets an HTTP status, not a terminal SSE event
 
 
 def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
@@ -102,7 +103,7 @@ def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
 def _record_failure(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     s, usage, text, duration, error = ended.spec, ended.usage, ended.text, ended.duration, ended.error
     assert error is not None
-    if not s.streaming and not text and not ended.reasoning:
+    if ended.http_answer and not text and not ended.reasoning:
         # Nothing was generated and the client gets an HTTP error (which v5 retries):
         # keep nothing of it but the failed usage row, so a retry duplicates nothing.
         store.finish_response(

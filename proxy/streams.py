@@ -87,6 +87,12 @@ class ActiveStream:
         # LM Studio's instead of delaying the request to it.
         self.sent = asyncio.Event()
         self.prediction: Prediction | None = None
+        # LM Studio has answered (a first fragment or load progress), or the pump has ended: the
+        # handler waits a moment for this before it commits to SSE, so a dead connection to LM
+        # Studio is still an HTTP 503 (see `api_responses.create_response`).
+        self.answered = asyncio.Event()
+        self.committed = False  # the handler has started the SSE response
+        self.http_answer = not spec.streaming  # the outcome is answered as HTTP (decided in _finish)
         self.task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
@@ -164,6 +170,7 @@ class ActiveStream:
         try:
             handle = bridge.loaded_handle(self.spec.model)
             if handle is None:
+                await bridge.client()  # LM Studio unreachable: an HTTP 503, before any SSE is sent
                 self.sent.set()  # loading takes a while: the client sees its progress meanwhile
                 handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
             if handle is not None and not self._stop_requested.is_set():
@@ -220,6 +227,7 @@ class ActiveStream:
                 if self._stop_requested.is_set():
                     deadline.reschedule(loop.time() + config.cancel.drain_timeout_seconds)
                 fed = loop.time()
+                answered = False
                 async for fragment in prediction.fragments():
                     if self._stop_requested.is_set() or self.silence_error is not None:
                         continue  # after the cancel: not part of the answer (the SDK drops them too)
@@ -229,6 +237,9 @@ class ActiveStream:
                         watchdog = loop.call_at(now + fragment_timeout, self._on_silence, prediction, loop)
                         fed = now
                     kind = fragment.kind
+                    if not answered:
+                        answered = True
+                        self.answered.set()
                     if kind == "content":
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
@@ -280,6 +291,7 @@ class ActiveStream:
         if progress >= 1.0 and self._load_reported < 0:
             return
         self._load_reported = progress
+        self.answered.set()
         self.outbox.push(
             {
                 "event": "response.processing",
@@ -307,15 +319,19 @@ class ActiveStream:
     def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
         """Decide and commit the outcome, then queue the terminal event. Runs without awaiting."""
         s = self.spec
+        # Failed before the handler committed to SSE: the client gets an HTTP error instead,
+        # so the outcome keeps nothing a retry would repeat.
+        self.http_answer = not s.streaming or not self.committed
         ended = outcomes.Ended(
             s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
-            usage, error,
+            usage, error, self.http_answer,
         )  # fmt: skip
         self.outcome, self.final, event = outcomes.record(store, ended)
         self.registry.finished(self, self.final.usage)
         self.outbox.push(event)
         self.outbox.close()
         self.finished.set()
+        self.answered.set()
         log.info(
             "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
             s.thread_id, s.response_id, s.model, self.outcome, self.final.usage.stop_reason,

@@ -29,7 +29,8 @@ fuzz = settings(max_examples=200, deadline=None, derandomize=True, database=None
 # Text without lone surrogates, but with what breaks line-based formats: CR, LF, CRLF, NEL, U+2028.
 TRICKY = st.sampled_from(["\n", "\r", "\r\n", "\n\n", "data: ", "[DONE]", "\x85", "\u2028", "\u2029", "é", "😀", '"'])
 text = st.one_of(st.text(st.characters(exclude_categories=["Cs"]), max_size=20), st.lists(TRICKY).map("".join))
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), text)
+# JSON values proper: no NaN, no infinities (events never hold them; encoded, they would not be JSON).
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), text)
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=10
 )

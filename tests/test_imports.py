@@ -49,7 +49,7 @@ def test_public_names_resolve_lazily() -> None:
     assert proxy.serve_in_background is background.serve_in_background
     assert set(proxy.__all__) <= set(dir(proxy))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = proxy.nope  # type: ignore[attr-defined]
+        _ = proxy.nope
 
 
 @pytest.mark.parametrize(

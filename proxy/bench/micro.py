@@ -56,7 +56,7 @@ def per_call(call: Callable[[], object], repeats: int = REPEATS) -> dict[str, An
 def decode_create() -> dict[str, Any]:
     """`proxy.wire.decode_create` on CREATE_BODY: what parsing costs before a request can start."""
     from proxy.errors import ProxyError
-    from proxy.wire import decode_create
+    from proxy.wire.decode import decode_create
 
     try:
         decode_create(CREATE_BODY)  # a body the proxy rejects would time its error path instead

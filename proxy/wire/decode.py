@@ -9,7 +9,7 @@ import pydantic
 from pydantic import BaseModel
 
 from proxy.errors import InvalidRequest, ValidationError
-from proxy.wire.requests import CreateResponseRequest
+from proxy.wire.requests import CreateResponseRequest, finite, input_errors
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -17,19 +17,35 @@ M = TypeVar("M", bound=BaseModel)
 _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    """('inputs', 0, 'role') → 'inputs[0].role': the name the client sent (camelCase if it did)."""
+# pydantic names the member of a union that failed in the error's location ('str',
+# 'list[union[...]]', a model's name): not a field. A value that fits no member is one error.
+_UNION_TAGS = {"str", "int", "float", "bool", "ContentBlock", "LegacyText"}
+
+
+def _field(loc: tuple[int | str, ...]) -> tuple[str, bool]:
+    """('inputs', 0, 'role') → 'inputs[0].role', the name as the client sent it (camelCase if it
+    did); and whether the location went into a member of a union (then cut there)."""
     out = ""
     for part in loc:
+        if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
+            return out or "body", True
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
+    return out or "body", False
 
 
 def _errors(exc: pydantic.ValidationError) -> list[dict[str, str]]:
-    seen: dict[str, str] = {}
+    messages: dict[str, list[str]] = {}
+    unions: set[str] = set()
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        seen.setdefault(_field(error["loc"]), error["msg"])
-    return [{"field": field, "message": message} for field, message in seen.items()]
+        field, in_union = _field(error["loc"])
+        if in_union:
+            unions.add(field)
+        if error["msg"] not in messages.setdefault(field, []):
+            messages[field].append(error["msg"])
+    return [
+        {"field": field, "message": f"fits none of its forms ({'; '.join(msgs)})" if field in unions else msgs[0]}
+        for field, msgs in messages.items()
+    ]
 
 
 def _invalid(exc: pydantic.ValidationError, what: str) -> Exception:
@@ -53,14 +69,30 @@ def decode_body(model: type[M], body: bytes, *, empty_is_object: bool = False) -
             raise InvalidRequest("The request body must be a JSON object.")
         body = b"{}"
     try:
-        return model.model_validate_json(body)
+        decoded = model.model_validate_json(body)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "request") from None
+    if b"NaN" in body or b"Infinity" in body:  # maybe in a free-form field (metadata); rare, so checked after
+        _refuse_non_finite(decoded)
+    return decoded
+
+
+def _refuse_non_finite(decoded: BaseModel) -> None:
+    """NaN and the infinities parse, but are not JSON: stored, they would break every later read."""
+    bad = [name for name, value in decoded if isinstance(value, dict | list) and not finite(value)]
+    if bad:
+        errors = [{"field": name, "message": "must not contain NaN or Infinity (not valid JSON)"} for name in bad]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ValidationError(f"Invalid request: {summary}", {"errors": errors})
 
 
 def decode_create(body: bytes) -> CreateResponseRequest:
     """Decode and validate a `POST /v1/model/response` body."""
-    return decode_body(CreateResponseRequest, body)
+    req = decode_body(CreateResponseRequest, body)
+    if errors := input_errors(req):
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ValidationError(f"Invalid request: {summary}", {"errors": errors})
+    return req
 
 
 def decode_query(model: type[M], query: Mapping[str, str]) -> M:

@@ -109,6 +109,28 @@ def test_lmstudio_restarted_while_the_proxy_runs(make_harness: Any, free_port: A
         assert len(threads) == 2  # the refused requests stored nothing
 
 
+@pytest.mark.parametrize("loaded", [True, False], ids=["model-loaded", "model-not-loaded"])
+def test_a_stream_during_an_outage_is_a_503_that_stores_nothing(
+    make_harness: Any, free_port: Any, loaded: bool
+) -> None:
+    port = free_port()
+    sim = Simulator(port=port, tokens_per_second=0.0).start()
+    h: Harness = make_harness(sim=sim)
+    with h.client() as client:
+        if loaded:  # the proxy holds a handle for the model: the prediction itself fails
+            assert client.post("/v1/model/response", json={"inputs": [{"content": "1 [tokens=2]"}]}).status_code == 200
+        else:
+            assert client.get("/v1/models").status_code == 200  # names cached, nothing loaded through the proxy
+        before = client.get("/v1/threads").json()["data"]
+        sim.stop()
+        body = {"inputs": [{"content": "2"}], "stream": True}
+        with client.stream("POST", "/v1/model/response", json=body) as down:
+            assert down.status_code == 503, down.read()
+            assert down.headers["content-type"].startswith("application/json")
+            assert down.read() and down.json()["error"]["code"] == "MODEL_BACKEND_UNAVAILABLE"
+        assert client.get("/v1/threads").json()["data"] == before
+
+
 def test_wal_checkpoints_run_in_the_background(harness: Harness, tmp_path: Path) -> None:
     # SQLite's automatic checkpoint would fsync inside some request's commit; the proxy turns
     # it off and checkpoints from a worker thread instead. A few small writes never reach the

@@ -99,7 +99,7 @@ def test_a_shutdown_keeps_the_text_and_tells_the_client(store: Store) -> None:
 def test_a_json_failure_with_nothing_generated_leaves_only_the_usage_row(store: Store) -> None:
     spec = _accepted(store, streaming=False)
     error = BackendUnavailable("LM Studio went away")
-    outcome, final, event = record(store, _ended(spec, text="", error=error))
+    outcome, final, event = record(store, _ended(spec, text="", error=error, http_answer=True))
     assert outcome == "failed" and final.error is error and event["event"] == "response.error"
     assert store.get_thread(spec.thread_id) is None  # a retry duplicates nothing
     assert _response(store, spec.response_id)["status"] == "failed"
