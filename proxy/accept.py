@@ -8,7 +8,7 @@ go stale (two requests on one thread: exactly one runs).
 from __future__ import annotations
 
 from proxy.bridge import prediction_config
-from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown
+from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown, ValidationError
 from proxy.spec import StreamSpec
 from proxy.state import Proxy
 from proxy.streams import ActiveStream
@@ -41,6 +41,12 @@ def history(stored: list[tuple[str, str]], req: CreateResponseRequest) -> list[d
 
 async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id: str) -> ActiveStream:
     """Resolve the model, check the thread, store the user message, and start the stream."""
+    limit = proxy.config.limits.max_inputs
+    if len(req.inputs) > limit:  # each one is a stored message and part of the history to build
+        raise ValidationError(
+            f"Invalid request: inputs: at most {limit} messages per request (limits.max_inputs)",
+            {"errors": [{"field": "inputs", "message": f"must have at most {limit} messages"}]},
+        )
     if not proxy.registry.accepting:
         raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
     model = await proxy.catalog.resolve(req.model)

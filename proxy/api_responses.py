@@ -253,11 +253,15 @@ async def usage(request: Request) -> Response:
     "/health",
     Operation(
         "health", "Proxy status, and whether LM Studio is reachable", "meta", response=bodies.Health, public=True,
-        response_description="The status (200 also when LM Studio is unreachable: status degraded)",
+        response_description="The status (200 also when LM Studio is unreachable: status degraded). With "
+        "auth.api_keys configured, a request without a valid key gets only {status: ok} (liveness).",
     ),
 )  # fmt: skip
 async def health(request: Request) -> Response:
     proxy = proxy_of(request)
+    if not proxy.auth.open and not proxy.auth.accepts(request):
+        # With keys configured, a caller without one learns only that the proxy is alive.
+        return JSONResponse({"status": "ok"})
     body: bodies.Health = {
         "status": "ok",
         "lmstudio": await proxy.bridge.health(),

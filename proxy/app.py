@@ -29,10 +29,12 @@ from proxy.config import Config
 from proxy.errors import (
     InternalError,
     MethodNotAllowed,
+    MisdirectedRequest,
     PayloadTooLarge,
     ProxyError,
     ResourceNotFound,
 )
+from proxy.hosts import HostGuard
 from proxy.models import ModelCatalog
 from proxy.registry import StreamRegistry
 from proxy.state import Proxy, default_database_path
@@ -67,14 +69,18 @@ def error_response(exc: ProxyError, trace_id: str) -> JSONResponse:
 
 
 class RequestContext:
-    """Pure ASGI middleware: a request id on every response, a body-size limit, one access log line.
+    """Pure ASGI middleware: the Host guard, a request id on every response, a body-size limit,
+    one access log line.
 
     It also renders unexpected exceptions as the 500 envelope: Starlette's own
     ServerErrorMiddleware would send a bare text page.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, requests_counter: Counter, paths: dict[Any, str]) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, requests_counter: Counter, paths: dict[Any, str], hosts: HostGuard
+    ) -> None:
         self.app = app
+        self.hosts = hosts
         self.max_body_bytes = max_body_bytes
         self.requests = requests_counter  # Counter labelled (method, endpoint, status)
         self.paths = paths
@@ -99,8 +105,14 @@ class RequestContext:
             await send(message)
 
         limit = self.max_body_bytes
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
         try:
+            if not self.hosts.allows(headers.get(b"host")):  # before anything else, auth included
+                raise MisdirectedRequest(
+                    "This proxy does not serve the host named in the Host header. If you reach it by this "
+                    "name on purpose, add the name to server.allowed_hosts."
+                )
             if length is not None and length.isdigit() and int(length) > limit:
                 raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
             received = 0
@@ -216,7 +228,7 @@ def create_app(
 ) -> Starlette:
     """Build the app; nothing connects until the lifespan starts (LM Studio lazily, on first use)."""
     db_path = database or config.database.path or default_database_path()
-    store = Store(db_path)
+    store = Store(db_path, max_page_bytes=config.limits.max_page_bytes)
     bridge = Bridge(config.lmstudio, host=lmstudio_host)
     app_metrics = metrics.Metrics()
     registry = StreamRegistry(config, store, bridge, app_metrics)
@@ -263,6 +275,7 @@ def create_app(
             max_body_bytes=config.limits.max_body_bytes,
             requests_counter=app_metrics.requests,
             paths=paths,
+            hosts=HostGuard(config.server.allowed_hosts),
         )
     ]
     if config.cors.allow_origins:

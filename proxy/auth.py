@@ -36,6 +36,20 @@ class Authenticator:
         """No keys configured: any non-empty key is accepted."""
         return not self._hashes
 
+    def accepts(self, request: Request) -> bool:
+        """Whether the request carries a key this proxy accepts (any key, in the open mode)."""
+        try:
+            self.owner(request)
+        except AuthenticationRequired:
+            return False
+        return True
+
+    def guard_operations(self, request: Request) -> None:
+        """The operator's endpoints (`/metrics`, `/health` in detail): open without configured
+        keys, as before; with keys, they need one (they reveal paths, hosts and counters)."""
+        if self._hashes:
+            self.owner(request)
+
     def owner(self, request: Request) -> str:
         key = request_key(request)
         if key is None:

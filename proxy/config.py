@@ -35,6 +35,7 @@ class ServerConfig:
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     allow_open: bool = False
     keep_alive_seconds: Annotated[int, Field(ge=1)] = 75
+    allowed_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class StreamingConfig:
 class LimitsConfig:
     __pydantic_config__ = _STRICT
     max_body_bytes: Annotated[int, Field(ge=1)] = 1_048_576
+    max_inputs: Annotated[int, Field(ge=1)] = 1000
+    max_page_bytes: Annotated[int, Field(ge=1)] = 4_194_304
 
 
 @dataclass(frozen=True)

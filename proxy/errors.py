@@ -6,6 +6,7 @@ ProxyError                      -- anything the proxy reports to a client
 ├── InsufficientPermissions (403) -- another key's thread
 ├── ResourceNotFound (404)      -- unknown thread/message/model, no active stream
 ├── MethodNotAllowed (405)
+├── MisdirectedRequest (421)    -- a Host header the proxy does not serve (DNS rebinding)
 ├── StreamAlreadyActive (409)
 ├── PayloadTooLarge (413)
 ├── ValidationError (422)       -- details.errors lists the fields
@@ -67,6 +68,12 @@ class MethodNotAllowed(ProxyError):
     """The path exists, but not with this method."""
 
     status, code, type = 405, "METHOD_NOT_ALLOWED", "client_error"
+
+
+class MisdirectedRequest(ProxyError):
+    """The Host header names a host this proxy does not serve (the DNS-rebinding guard)."""
+
+    status, code, type = 421, "MISDIRECTED_REQUEST", "client_error"
 
 
 class StreamAlreadyActive(ProxyError):

@@ -81,11 +81,15 @@ api = Endpoints()
     "/metrics",
     Operation(
         "getMetrics", "Prometheus metrics: requests, active streams, time to first token, relay latency, cancels",
-        "meta", public=True, media="text/plain", response_description="Prometheus text format",
+        "meta", public=True, media="text/plain", response_description="Prometheus text format", errors=(401,),
+        description="Open without auth.api_keys; with keys configured, it needs one (Prometheus: "
+        "`authorization: {credentials: KEY}`).",
     ),
 )  # fmt: skip
 async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.app.state.proxy.metrics
+    proxy = request.app.state.proxy
+    proxy.auth.guard_operations(request)
+    metrics: Metrics = proxy.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 

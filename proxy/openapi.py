@@ -30,7 +30,9 @@ INFO_DESCRIPTION = """\
 The Aitronos "Freddy" responses/threads API, served on localhost and backed by LM Studio.
 
 JSON everywhere, snake_case keys. Every response carries `X-Request-Id`; error bodies repeat it as
-`trace_id`. Every error has the `ErrorEnvelope` body and the matching status: besides the
+`trace_id`. A `Host` header naming anything but an IP address, `localhost` or a name in
+`server.allowed_hosts` is a 421 (the DNS-rebinding guard). Every error has the `ErrorEnvelope`
+body and the matching status: besides the
 statuses listed per operation, a known path with a method it does not serve is a 405, and an
 unknown path a 404. The API key may come in `X-API-Key`, `api-key`, or `Authorization: Bearer`.
 Every thread belongs to the key that created it."""
@@ -134,7 +136,7 @@ def _operation(route: OperationRoute, refs: dict[str, JSON]) -> JSON:
         ok["content"] = {op.media: {"schema": {"type": "string"} if op.media != "application/json" else {}}}
     if op.stream_description:
         ok["content"]["text/event-stream"] = {"schema": {"type": "string", "description": op.stream_description}}
-    statuses = {*op.errors, 500} | (set() if op.public else {401})
+    statuses = {*op.errors, 421, 500} | (set() if op.public else {401})
     out["responses"] = {
         str(op.status): ok,
         **{str(s): {"$ref": f"#/components/responses/{s}"} for s in sorted(statuses)},

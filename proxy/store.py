@@ -64,8 +64,9 @@ class Usage:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_page_bytes: int = 4_194_304) -> None:
         self.path = str(path)
+        self.max_page_bytes = max_page_bytes
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -285,12 +286,22 @@ class Store:
             if table == "threads"
             else ""
         )
-        rows = self.db.execute(
+        cursor = self.db.execute(
             f"SELECT t.*{extra} FROM {table} t WHERE {' AND '.join(where)} ORDER BY t.seq {sort} LIMIT ?",
             [*args, limit + 1],
-        ).fetchall()
-        has_more = len(rows) > limit
-        rows = rows[:limit]
+        )
+        # Rows are read one by one, and the page ends early once it holds `max_bytes` of text
+        # (at least one row): a page of huge messages must not take the memory and the event
+        # loop of everyone else. `has_more` then tells the client to ask for the rest.
+        rows: list[sqlite3.Row] = []
+        size, has_more = 0, False
+        for row in cursor:
+            if len(rows) == limit or (rows and size > self.max_page_bytes):
+                has_more = True
+                break
+            rows.append(row)
+            size += sum(len(v) for v in row if isinstance(v, str))
+        cursor.close()
         if reverse:
             rows.reverse()
         return Page([dict(r) for r in rows], has_more)

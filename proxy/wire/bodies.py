@@ -195,11 +195,13 @@ class LMStudioHealth(TypedDict):
 
 
 class Health(TypedDict):
+    """The details need a key when auth.api_keys is configured; without one, only `status`."""
+
     status: Literal["ok", "degraded"]
-    lmstudio: LMStudioHealth
-    active_streams: int
-    database: str
-    time: Timestamp
+    lmstudio: NotRequired[LMStudioHealth]
+    active_streams: NotRequired[int]
+    database: NotRequired[str]
+    time: NotRequired[Timestamp]
 
 
 class Thread(TypedDict):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import socket
 import sqlite3
+from typing import Any
 
 import httpx
 import pytest
-from support import KEY, Harness, wait_until
+from support import KEY, Harness, make_config, wait_until
 
 NAN_BODIES = {
     "thread": ("/v1/threads", b'{"title": "t", "metadata": {"score": NaN}}'),
@@ -99,3 +100,42 @@ def test_an_unknown_output_mode_for_messages_is_a_422(harness: Harness) -> None:
         response = client.get(f"/v1/threads/{thread['id']}/messages", params={"output_mode": "bogus"})
     assert response.status_code == 422
     assert response.json()["error"]["details"]["errors"][0]["field"] == "output_mode"
+
+
+@pytest.mark.parametrize("path", ["/v1/threads", "/v1/model/response"])
+def test_one_depth_limit_for_parsing_storing_and_reading(harness: Harness, path: str) -> None:
+    """What is accepted can be stored and read back for good; what is deeper is a 400 that stores nothing."""
+    inputs = b'"inputs": [{"content": "hi [tokens=2]"}], ' if path.endswith("response") else b""
+    with harness.client() as client:
+        before = _rows(harness)
+        for depth in (970, 300):  # near Python's recursion limit, and just over the parser's
+            deep = b"{" + inputs + b'"metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+            response = client.post(path, content=deep, headers={"content-type": "application/json"})
+            assert response.status_code == 400 and "nested too deeply" in response.text, response.text
+        assert _rows(harness) == before
+        ok = b"{" + inputs + b'"metadata": {"a": ' + b"[" * 150 + b"]" * 150 + b"}}"
+        assert client.post(path, content=ok, headers={"content-type": "application/json"}).status_code in (200, 201)
+        assert client.get("/v1/threads").status_code == 200
+    harness.server.stop()
+    harness.server.start()  # and after a restart (on a new port)
+    assert httpx.get(f"{harness.server.base_url}/v1/threads", headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_one_request_cannot_ask_for_everything(make_harness: Any) -> None:
+    h: Harness = make_harness(make_config(limits={"max_inputs": 50, "max_page_bytes": 300_000}))
+    with h.client() as client:
+        many = {"inputs": [{"content": "x"}] * 51}
+        refused = client.post("/v1/model/response", json=many)
+        assert refused.status_code == 422 and "max_inputs" in refused.json()["error"]["message"]
+        thread = client.post("/v1/threads", json={}).json()
+        for _ in range(3):  # three 200 KB messages (an edited message may be as large as a body)
+            reply = client.post(
+                "/v1/model/response", json={"thread_id": thread["id"], "inputs": [{"content": "y" * 200_000}]}
+            )
+            assert reply.status_code == 200, reply.text
+        first = client.get(f"/v1/threads/{thread['id']}/messages", params={"limit": 100}).json()
+        assert first["has_more"] is True and 1 <= len(first["data"]) < 6
+        rest = client.get(
+            f"/v1/threads/{thread['id']}/messages", params={"limit": 100, "after": first["last_id"]}
+        ).json()
+        assert len(first["data"]) + len(rest["data"]) <= 6 and rest["data"]

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from support import KEY, Harness, make_config
 
 
@@ -68,3 +69,50 @@ def test_non_streaming_reports_proxy_overhead(harness: Harness) -> None:
         response = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "x [tokens=2]"}]})
     overhead = float(response.headers["x-proxy-overhead-ms"])
     assert 0 <= overhead < float(response.elapsed.total_seconds() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("host", "served"),
+    [
+        ("attacker.example:8000", False),
+        ("localhost.attacker.example", False),
+        ("127.0.0.1.nip.example", False),
+        ("localhost:8000", True),
+        ("app.localhost", True),
+        ("127.0.0.1:8000", True),
+        ("[::1]:8000", True),
+        ("192.168.1.20:8000", True),
+        ("proxy.lan", True),
+        ("api.team.example", True),
+    ],
+)
+def test_only_hosts_that_cannot_be_rebound_are_served(make_harness: Any, host: str, served: bool) -> None:
+    """DNS rebinding: a page that rebinds its name to 127.0.0.1 sends that name in Host."""
+    h: Harness = make_harness(make_config(server={"allowed_hosts": ["proxy.lan", ".team.example"]}))
+    with h.client() as client:
+        client.post("/v1/threads", json={"title": "private"})
+        response = client.get("/v1/threads", headers={"Host": host})
+    if served:
+        assert response.status_code == 200 and response.json()["data"][0]["title"] == "private"
+    else:
+        assert response.status_code == 421, response.text
+        error = response.json()["error"]
+        assert error["code"] == "MISDIRECTED_REQUEST" and "private" not in response.text
+        assert "server.allowed_hosts" in error["message"]
+
+
+def test_with_keys_the_operator_endpoints_need_one(make_harness: Any) -> None:
+    h: Harness = make_harness(make_config(auth={"api_keys": [KEY]}))
+    with h.client(key=None) as anonymous, h.client() as keyed:
+        assert anonymous.get("/health").json() == {"status": "ok"}  # liveness stays public
+        assert anonymous.get("/metrics").status_code == 401
+        assert anonymous.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        detailed = keyed.get("/health").json()
+        assert detailed["database"] == str(h.db) and "looked_at" in detailed["lmstudio"]
+        metrics = keyed.get("/metrics")
+        assert metrics.status_code == 200 and "proxy_streams" in metrics.text
+
+
+def test_without_keys_the_operator_endpoints_stay_open(harness: Harness) -> None:
+    assert httpx.get(f"{harness.url}/metrics").status_code == 200
+    assert "lmstudio" in httpx.get(f"{harness.url}/health").json()
