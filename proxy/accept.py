@@ -12,7 +12,7 @@ from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown
 from proxy.spec import StreamSpec
 from proxy.state import Proxy
 from proxy.streams import ActiveStream
-from proxy.wire.requests import CreateResponseRequest
+from proxy.wire.requests import CreateResponseRequest, structured_schema
 
 ORGANIZATION = "org_local"
 
@@ -39,6 +39,17 @@ def history(stored: list[tuple[str, str]], req: CreateResponseRequest) -> list[d
     return messages
 
 
+def _reset_point(proxy: Proxy, owner: str, response_id: str, thread_id: str | None) -> tuple[str, tuple[str, bool]]:
+    """previous_response_id: the thread to continue, and the last message kept (the response's)."""
+    response = proxy.store.get_response(response_id)
+    if response is None or response["owner"] != owner or (thread_id and response["thread_id"] != thread_id):
+        raise ResourceNotFound(f"Response {response_id} not found", {"field": "previous_response_id"})
+    last = response["assistant_message_id"] or response["user_message_id"]
+    if last is None or proxy.store.get_message(response["thread_id"], last) is None:
+        raise ResourceNotFound(f"Response {response_id} has no messages left to reset to")
+    return response["thread_id"], (last, False)
+
+
 async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id: str) -> ActiveStream:
     """Resolve the model, check the thread, store the user message, and start the stream."""
     limit = proxy.config.limits.max_inputs
@@ -51,15 +62,26 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
     model = await proxy.catalog.resolve(req.model)
     # From here to registry.start() nothing awaits.
+    thread_id = req.thread_id
+    cut: tuple[str, bool] | None = None
+    if req.previous_response_id:
+        thread_id, cut = _reset_point(proxy, owner, req.previous_response_id, thread_id)
     stored: list[tuple[str, str]] = []
-    if req.thread_id:
-        thread = proxy.store.get_thread(req.thread_id)
+    if thread_id:
+        thread = proxy.store.get_thread(thread_id)
         if thread is None:
-            raise ResourceNotFound(f"Thread {req.thread_id} not found")
+            raise ResourceNotFound(f"Thread {thread_id} not found")
         if thread["owner"] != owner:
             raise InsufficientPermissions("You don't have permission to use this thread")
-        proxy.registry.check_free(req.thread_id)
-        stored = proxy.store.history(req.thread_id)
+        proxy.registry.check_free(thread_id)
+        for name, inclusive in (("edit_message_id", True), ("previous_message_id", False)):
+            message_id = getattr(req, name)
+            if message_id:
+                message = proxy.store.get_message(thread_id, message_id)
+                if message is None or message["deleted_at"] is not None:
+                    raise ResourceNotFound(f"Message {message_id} not found in thread {thread_id}", {"field": name})
+                cut = (message_id, inclusive)
+        stored = proxy.store.history(thread_id, before=cut)
     thread_fields = {
         "organization_id": req.organization_id or ORGANIZATION,
         "assistant_id": req.assistant_id,
@@ -68,7 +90,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
     }
     inputs: list[tuple[str, str]] = [(m.role, m.text()) for m in req.inputs if m.role != "system"]
     thread_id, response_id, message_ids, created = proxy.store.begin_response(
-        owner, req.thread_id or "", model, inputs, thread_fields
+        owner, thread_id or "", model, inputs, thread_fields, cut
     )
     spec = StreamSpec(
         owner=owner,
@@ -78,7 +100,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         thread_created=created,
         model=model,
         messages=history(stored, req),
-        prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens),
+        prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens, structured_schema(req)),
         output_mode=req.output_mode or "text",
         trace_id=trace_id,
         streaming=bool(req.stream),

@@ -24,12 +24,9 @@ from proxy.wire.decode import decode_create, decode_query
 from proxy.wire.events import STREAM_DESCRIPTION
 from proxy.wire.requests import CreateResponseRequest, UsageQuery
 
-REASONING_LEVELS = (
-    ("off", "No reasoning", False),
-    ("low", "Brief reasoning", False),
-    ("medium", "Balanced reasoning (the model's default)", True),
-    ("high", "Extended reasoning", False),
-)
+# Only what works: LM Studio's API has no reasoning-effort control, so a model reasons at its own
+# level; other levels are refused (422) rather than accepted and ignored.
+REASONING_LEVELS = (("medium", "The model's own reasoning (LM Studio has no effort control)", True),)
 FIRST_ANSWER_GRACE_SECONDS = 0.25
 CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, sent to nobody
 

@@ -65,6 +65,7 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bo
         "content": content,
         "metadata": message["metadata"],
         "response_blocks": cast(list[bodies.ResponseBlock] | None, blocks),
+        **({"deleted_at": message["deleted_at"]} if message.get("deleted_at") else {}),  # type: ignore[typeddict-item]
     }
 
 
@@ -242,7 +243,10 @@ async def list_messages(request: Request) -> Response:
     for cursor in (q.after, q.before):
         if cursor and proxy.store.get_message(thread["id"], cursor) is None:
             raise ResourceNotFound(f"Cursor {cursor} not found")
-    page = proxy.store.list_messages(thread["id"], limit=q.limit, order=q.order, after=q.after, before=q.before)
+    page = proxy.store.list_messages(
+        thread["id"], limit=q.limit, order=q.order, after=q.after, before=q.before,
+        include_deleted=bool(q.include_deleted),
+    )  # fmt: skip
     data = [_message_json(m, q.output_mode) for m in page.rows]
     body: bodies.MessageList = {
         "object": "list",

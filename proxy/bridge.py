@@ -350,8 +350,12 @@ class Bridge:
         return Prediction(stream, self.lost)
 
 
-def prediction_config(temperature: float | None, top_p: float | None, max_tokens: int | None) -> dict[str, Any]:
+def prediction_config(
+    temperature: float | None, top_p: float | None, max_tokens: int | None, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
     config: dict[str, Any] = {}
+    if schema is not None:  # structured output: LM Studio constrains the answer to the schema
+        config["structured"] = {"type": "json", "jsonSchema": schema}
     if temperature is not None:
         config["temperature"] = temperature
     if top_p is not None:

@@ -85,3 +85,16 @@ def m001_initial(db: sqlite3.Connection) -> None:
         CREATE INDEX responses_status ON responses(status);
         """,
     )
+
+
+@migration
+def m002_soft_deleted_messages(db: sqlite3.Connection) -> None:
+    """Edit, branch and reset soft-delete messages; a quick_edit of that request restores them."""
+    _script(
+        db,
+        """
+        ALTER TABLE messages ADD COLUMN deleted_at TEXT;
+        ALTER TABLE messages ADD COLUMN deleted_by TEXT;
+        CREATE INDEX messages_deleted_by ON messages(deleted_by) WHERE deleted_by IS NOT NULL
+        """,
+    )

@@ -12,6 +12,8 @@ OUTPUT_MODES = (
     ("plain", "Plain text with all markdown formatting removed", False),
     ("structured", "Typed blocks (response_blocks) for custom UI rendering", False),
     ("blocks", "Same as structured", False),
+    ("json", "A JSON object (LM Studio's structured output)", False),
+    ("json_schema", "JSON valid for the request's json_schema (LM Studio's structured output)", False),
 )
 
 _md = MarkdownIt("commonmark")

@@ -43,6 +43,7 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+MESSAGE_COUNT = "(SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL) AS message_count"
 THREAD_FIELDS = ("title", "metadata", "assistant_id", "visible_in_ui")
 
 
@@ -197,8 +198,7 @@ class Store:
 
     def get_thread(self, thread_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
-            "SELECT t.*, (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id) AS message_count"
-            " FROM threads t WHERE t.id = ?",
+            f"SELECT t.*, {MESSAGE_COUNT} FROM threads t WHERE t.id = ?",
             (thread_id,),
         ).fetchone()
         return _thread(row) if row else None
@@ -281,11 +281,7 @@ class Store:
             args.append(before)
             sort = "ASC" if desc else "DESC"
             reverse = True
-        extra = (
-            ", (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id) AS message_count"
-            if table == "threads"
-            else ""
-        )
+        extra = f", {MESSAGE_COUNT}" if table == "threads" else ""
         cursor = self.db.execute(
             f"SELECT t.*{extra} FROM {table} t WHERE {' AND '.join(where)} ORDER BY t.seq {sort} LIMIT ?",
             [*args, limit + 1],
@@ -357,18 +353,29 @@ class Store:
     def delete_message(self, message_id: str) -> None:
         self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
-    def list_messages(self, thread_id: str, *, limit: int, order: str, after: str | None, before: str | None) -> Page:
-        page = self._page("messages", ["t.thread_id = ?"], [thread_id], limit, order, after, before)
+    def list_messages(
+        self,
+        thread_id: str,
+        *,
+        limit: int,
+        order: str,
+        after: str | None,
+        before: str | None,
+        include_deleted: bool = False,
+    ) -> Page:
+        where = ["t.thread_id = ?"] if include_deleted else ["t.thread_id = ?", "t.deleted_at IS NULL"]
+        page = self._page("messages", where, [thread_id], limit, order, after, before)
         return Page([_message(r) for r in page.rows], page.has_more)
 
-    def history(self, thread_id: str) -> list[tuple[str, str]]:
-        """(role, content) of every message of the thread, oldest first."""
-        return [
-            (r[0], r[1])
-            for r in self.db.execute(
-                "SELECT role, content FROM messages WHERE thread_id = ? ORDER BY seq", (thread_id,)
-            )
-        ]
+    def history(self, thread_id: str, before: tuple[str, bool] | None = None) -> list[tuple[str, str]]:
+        """(role, content) of the thread's messages, oldest first, without soft-deleted ones;
+        with `before = (message_id, inclusive)`, only those before that message (or up to it)."""
+        sql = "SELECT role, content FROM messages WHERE thread_id = ? AND deleted_at IS NULL"
+        args: list[Any] = [thread_id]
+        if before is not None:
+            sql += f" AND seq {'<' if before[1] else '<='} (SELECT seq FROM messages WHERE id = ?)"
+            args.append(before[0])
+        return [(r[0], r[1]) for r in self.db.execute(sql + " ORDER BY seq", args)]
 
     def _merge_metadata(self, message_id: str, changes: dict[str, Any]) -> None:
         row = self.db.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -385,6 +392,7 @@ class Store:
         model: str,
         inputs: list[tuple[str, str]],
         thread_fields: dict[str, Any] | None,
+        cut: tuple[str, bool] | None = None,
     ) -> tuple[str, str, list[str], bool]:
         """Accept a request in one transaction: thread (created if `thread_id` is empty),
         the input messages, and an `in_progress` response row.
@@ -396,6 +404,13 @@ class Store:
             created = not thread_id
             if created:
                 thread_id = self.insert_thread(owner, **(thread_fields or {}))
+            elif cut is not None:  # edit (from the message on), branch or reset (after it)
+                message_id, inclusive = cut
+                self.db.execute(
+                    f"UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE thread_id = ? AND deleted_at IS NULL"
+                    f" AND seq {'>=' if inclusive else '>'} (SELECT seq FROM messages WHERE id = ?)",
+                    (now_iso(), rid, thread_id, message_id),
+                )
             ids = [self.add_message(thread_id, role, text, response_id=rid) for role, text in inputs]
             self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
             self.db.execute(
@@ -404,6 +419,10 @@ class Store:
                 (rid, thread_id, owner, model, ids[-1] if ids else None, now_iso()),
             )
         return thread_id, rid, ids, created
+
+    def get_response(self, response_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()
+        return dict(row) if row else None
 
     def checkpoint(self, response_id: str, thread_id: str, text: str) -> None:
         """Save the partial text of a running prediction (an in-progress assistant message)."""
@@ -495,6 +514,8 @@ class Store:
     def _delete_response_messages(self, response_id: str, thread_id: str, delete_thread_if_empty: bool) -> None:
         """quick_edit: the messages of one response go; its thread too if it made it and is now empty."""
         self.db.execute("DELETE FROM messages WHERE response_id = ?", (response_id,))
+        # What this request's edit, branch or reset soft-deleted comes back: as if never sent.
+        self.db.execute("UPDATE messages SET deleted_at = NULL, deleted_by = NULL WHERE deleted_by = ?", (response_id,))
         if delete_thread_if_empty:
             self.db.execute(
                 "DELETE FROM threads WHERE id = ? AND NOT EXISTS (SELECT 1 FROM messages WHERE thread_id = ?)",

@@ -256,6 +256,7 @@ class Message(TypedDict):
         dict[str, Any], Field(description="A stopped response's partial text has cancelled: true (and cancel_reason)")
     ]
     response_blocks: list[ResponseBlock] | None
+    deleted_at: NotRequired[Annotated[Timestamp, Field(description="Soft-deleted by an edit, branch or reset")]]
 
 
 class MessageList(TypedDict):

@@ -9,7 +9,7 @@ import pydantic
 from pydantic import BaseModel
 
 from proxy.errors import InvalidRequest, ValidationError
-from proxy.wire.requests import CreateResponseRequest, finite, input_errors
+from proxy.wire.requests import CreateResponseRequest, finite, request_errors
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -89,7 +89,7 @@ def _refuse_non_finite(decoded: BaseModel) -> None:
 def decode_create(body: bytes) -> CreateResponseRequest:
     """Decode and validate a `POST /v1/model/response` body."""
     req = decode_body(CreateResponseRequest, body)
-    if errors := input_errors(req):
+    if errors := request_errors(req):
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise ValidationError(f"Invalid request: {summary}", {"errors": errors})
     return req

@@ -19,8 +19,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Role = Literal["user", "assistant", "system"]
-OutputMode = Literal["text", "plain", "structured", "blocks"]
+Role = Literal["user", "assistant", "system", "tool"]
+OutputMode = Literal["text", "plain", "structured", "blocks", "json", "json_schema"]
+NOT_SUPPORTED = "not supported by lmstudio-proxy"
 Order = Literal["asc", "desc"]
 MAX_ID = 200
 
@@ -67,11 +68,18 @@ class LegacyText(_Shape):
     text: str
 
 
-Content = str | list[str | ContentBlock]
+Content = str | list[str | ContentBlock] | dict[str, Any]
+
+
+class FileReference(_Shape):
+    file_id: str = Field(max_length=MAX_ID)
 
 
 class InputMessage(_Shape):
     role: Role = "user"
+    files: list[FileReference] | None = Field(None, description="Files for this message (not supported yet: 422)")
+    tool_call_id: str | None = Field(None, max_length=MAX_ID, description="role 'tool' only (not supported yet: 422)")
+    id: str | None = Field(None, description="Ignored: the id of a message the API returned")
     content: Content | None = Field(None, description="A string, or a list of text blocks (joined with newlines)")
     texts: list[LegacyText] | None = Field(None, description="Legacy form of content, used when content is absent")
 
@@ -81,11 +89,24 @@ class InputMessage(_Shape):
             return self.content
         if self.content is None:
             return "\n".join(t.text for t in self.texts or ())
+        if isinstance(self.content, dict):
+            return ""  # refused before it gets here (`request_errors`)
         return "\n".join(
             b if isinstance(b, str) else b.text or ""
             for b in self.content
             if isinstance(b, str) or b.type in (None, "text", "input_text")
         )
+
+
+class Reasoning(_Shape):
+    """Reasoning settings. LM Studio has no effort control: only the model's own level works."""
+
+    effort: Literal["off", "low", "medium", "high", "maximum"] | None = Field(
+        None, description="Only `medium` (the model's default) is honoured; other levels are a 422"
+    )
+    summary: Literal["off", "auto", "concise", "detailed"] | None = Field(
+        None, description="`off` and `auto` (the raw reasoning) are honoured; concise and detailed are a 422"
+    )
 
 
 class CreateResponseRequest(_Shape):
@@ -120,6 +141,34 @@ class CreateResponseRequest(_Shape):
     assistant_id: str | None = Field(None, max_length=MAX_ID, validation_alias=_names("assistant_id", "assistantId"))
     metadata: Metadata | None = Field(None, description="Stored on a thread this request creates")
     store: bool | None = Field(None, description="false: the created thread is not visible_in_ui")
+    # Reset, edit and branch (v5): at most one; the last two need thread_id.
+    previous_response_id: str | None = Field(
+        None, max_length=MAX_ID, description="Reset: the thread's messages after this response are soft-deleted"
+    )
+    edit_message_id: str | None = Field(
+        None, max_length=MAX_ID,
+        description="Edit: this message and every later one are soft-deleted; the inputs replace them",
+    )  # fmt: skip
+    previous_message_id: str | None = Field(
+        None, max_length=MAX_ID, description="Branch: every message after this one is soft-deleted"
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="output_mode json_schema: the JSON Schema the answer must satisfy (or {name, schema})"
+    )
+    response_format: dict[str, Any] | None = Field(
+        None, validation_alias=_names("response_format", "responseFormat"),
+        description="FR's form of structured output: {type: json_object} or {type: json_schema, json_schema: "
+        "{name, schema}}",
+    )  # fmt: skip
+    reasoning: Reasoning | None = None
+    disable_rules: bool | None = Field(None, description="Honoured trivially: the proxy applies no rules")
+    # Freddy features the proxy cannot honour: a value is refused (422), never silently dropped.
+    tools: list[Any] | None = Field(None, description=f"Function and MCP tools: {NOT_SUPPORTED} yet (422)")
+    include: list[str] | None = Field(None, description=f"{NOT_SUPPORTED} (422 unless empty)")
+    system_tools: dict[str, Any] | None = Field(None, description=f"{NOT_SUPPORTED}: any tool not 'off' is a 422")
+    vector_store_ids: list[str] | None = Field(None, description=f"File search / RAG: {NOT_SUPPORTED} (422)")
+    space_id: str | None = Field(None, description=f"Spaces: {NOT_SUPPORTED} (422)")
+    workflow_id: str | None = Field(None, description=f"Workflows: {NOT_SUPPORTED} (422)")
 
 
 class ThreadUpdate(_Shape):
@@ -171,6 +220,9 @@ class ThreadListQuery(PageQuery):
 
 class MessageListQuery(PageQuery):
     output_mode: OutputMode | None = Field(None, description="Render assistant messages for this output mode")
+    include_deleted: bool | None = Field(
+        None, description="Also the messages an edit, branch or reset soft-deleted (they carry deleted_at)"
+    )
 
 
 class UsageQuery(_Query):
@@ -185,11 +237,16 @@ class DeleteThreadsQuery(_Query):
 NO_USER_MESSAGE = "must contain at least one user message (the last one is the query)"
 
 
-def input_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
-    """What the types cannot say about `inputs`: each message has content, one is the user's.
+def _refused(field: str, what: str) -> dict[str, str]:
+    return {"field": field, "message": f"{NOT_SUPPORTED}: {what}"}
 
-    Plain Python after decoding (`wire.decode.decode_create`): as a pydantic validator, this
-    one pass cost a fifth of the whole decode.
+
+def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
+    """What the types cannot say: every message has content and one is the user's; reset, edit
+    and branch exclude each other; and Freddy features the proxy cannot honour are refused.
+
+    Plain Python after decoding (`wire.decode.decode_create`): as pydantic validators, these
+    checks cost a fifth of the whole decode.
     """
     errors: list[dict[str, str]] = []
     has_user = False
@@ -197,6 +254,76 @@ def input_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
         has_user = has_user or m.role == "user"
         if m.content is None and m.texts is None:
             errors.append({"field": f"inputs[{i}]", "message": "must have `content` (or the legacy `texts`)"})
+        elif m.role == "tool" or m.tool_call_id is not None:
+            errors.append(_refused(f"inputs[{i}].role", "tool results (tools come in a later release)"))
+        elif isinstance(m.content, dict):
+            errors.append({"field": f"inputs[{i}].content", "message": "an object is only a tool result's content"})
+        elif isinstance(m.content, list):
+            for j, block in enumerate(m.content):
+                if isinstance(block, ContentBlock) and block.type not in (None, "text", "input_text"):
+                    errors.append(_refused(f"inputs[{i}].content[{j}]", f"content blocks of type '{block.type}'"))
+        if m.files:
+            errors.append(_refused(f"inputs[{i}].files", "files in inputs"))
     if not has_user:
         errors.append({"field": "inputs", "message": NO_USER_MESSAGE})
+    if len(req.model_fields_set & _OPTIONAL_FEATURES) > 0:  # only then: rare fields, checked when given
+        errors.extend(_feature_errors(req))
     return errors
+
+
+_OPTIONAL_FEATURES = {
+    "previous_response_id", "edit_message_id", "previous_message_id", "json_schema", "response_format",
+    "reasoning", "tools", "include", "system_tools", "vector_store_ids", "space_id", "workflow_id", "output_mode",
+}  # fmt: skip
+
+
+def _feature_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+    resets = [f for f in ("previous_response_id", "edit_message_id", "previous_message_id") if getattr(req, f)]
+    if len(resets) > 1:
+        errors.append({"field": resets[1], "message": f"cannot be used with {resets[0]}: give at most one"})
+    for name in ("edit_message_id", "previous_message_id"):
+        if getattr(req, name) and not req.thread_id:
+            errors.append({"field": name, "message": "requires thread_id"})
+    if req.output_mode == "json_schema" and not req.json_schema:
+        errors.append({"field": "json_schema", "message": "is required with output_mode json_schema"})
+    if req.response_format is not None and req.response_format.get("type") not in ("json_object", "json_schema"):
+        errors.append({"field": "response_format", "message": "type must be json_object or json_schema"})
+    if req.reasoning is not None:
+        if req.reasoning.effort not in (None, "medium"):
+            errors.append(
+                _refused("reasoning.effort", f"'{req.reasoning.effort}' (LM Studio has no effort control; "
+                         "only medium, the model's own level, works)")
+            )  # fmt: skip
+        if req.reasoning.summary in ("concise", "detailed"):
+            errors.append(_refused("reasoning.summary", f"'{req.reasoning.summary}' (only off or auto)"))
+    if req.tools:
+        errors.append(_refused("tools", "tools (function and MCP tools come in a later release)"))
+    if req.include:
+        errors.append(_refused("include", ", ".join(req.include)))
+    for key, setting in (req.system_tools or {}).items():
+        if isinstance(setting, dict) and setting.get("mode", "off") != "off":
+            errors.append(_refused(f"system_tools.{key}", "system tools (web search, code interpreter, …)"))
+    if req.vector_store_ids:
+        errors.append(_refused("vector_store_ids", "vector stores (file search / RAG)"))
+    if req.space_id:
+        errors.append(_refused("space_id", "spaces"))
+    if req.workflow_id:
+        errors.append(_refused("workflow_id", "workflows"))
+    return errors
+
+
+def structured_schema(req: CreateResponseRequest) -> dict[str, Any] | None:
+    """The JSON Schema the answer must follow (LM Studio's structured output), if any."""
+    if req.output_mode == "json_schema" and req.json_schema:
+        inner = req.json_schema.get("schema")
+        return inner if isinstance(inner, dict) and "name" in req.json_schema else req.json_schema
+    if req.output_mode == "json":
+        return {"type": "object"}
+    if req.response_format is not None:
+        if req.response_format.get("type") == "json_schema":
+            spec = req.response_format.get("json_schema") or {}
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            return schema if isinstance(schema, dict) else {"type": "object"}
+        return {"type": "object"}
+    return None

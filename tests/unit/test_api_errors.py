@@ -211,14 +211,12 @@ async def test_small_endpoints(client: httpx.AsyncClient) -> None:
         ("plain", False),
         ("structured", False),
         ("blocks", False),
+        ("json", False),
+        ("json_schema", False),
     ]
     levels = (await client.get("/v1/model/response/reasoning-levels")).json()
-    assert levels["success"] is True and [lv["level"] for lv in levels["reasoning_levels"]] == [
-        "off",
-        "low",
-        "medium",
-        "high",
-    ]
+    # Only what really works: LM Studio has no effort control, the model reasons at its own level.
+    assert levels["success"] is True and [lv["level"] for lv in levels["reasoning_levels"]] == ["medium"]
     assert all(set(lv) == {"level", "description", "is_default"} for lv in levels["reasoning_levels"])
 
 

@@ -126,7 +126,7 @@ def test_render_each_mode() -> None:
 
 
 def test_output_modes_have_one_default() -> None:
-    assert [m for m, _, _ in OUTPUT_MODES] == ["text", "plain", "structured", "blocks"]
+    assert [m for m, _, _ in OUTPUT_MODES] == ["text", "plain", "structured", "blocks", "json", "json_schema"]
     assert [m for m, _, default in OUTPUT_MODES if default] == ["text"]
 
 
