@@ -268,7 +268,11 @@ class PredictionChannel(Channel):
         last_user = next((m["text"] for m in reversed(history) if m["role"] == "user"), "")
         if history and history[-1].get("tool_results"):
             # The tool results are back: answer in text, quoting them.
-            yield from _words(tools.answer_from_results(history[-1]["tool_results"]))
+            calls: list[Any] = next(
+                (m.get("tool_calls", []) for m in reversed(history) if m["role"] == "assistant"), []
+            )
+            names = [str(c.get("name")) for c in calls if isinstance(c, dict)]
+            yield from _words(tools.answer_from_results(history[-1]["tool_results"], names))
             return
         self._tool_call = tools.plan(self._tools, last_user, self.record.id)
         if self._tool_call is not None:

@@ -100,7 +100,9 @@ def _walk(schema: Any, root: Any, depth: int, hints: Hints | None) -> Any:
         if not isinstance(required, list):
             raise SchemaError("required must be an array")
         # Fill every property (optional ones too, while shallow) so the value shows the whole shape.
-        names = [n for n in properties if n in required or depth < MAX_DEPTH]
+        # `required` keeps a function's parameter order (properties may come sorted): fill in that order.
+        ordered = [n for n in required if n in properties] + [n for n in properties if n not in required]
+        names = [n for n in ordered if n in required or depth < MAX_DEPTH]
         values = {name: _walk(properties[name], root, depth + 1, hints) for name in names}
         return values if hints else None
     if kind == "array":

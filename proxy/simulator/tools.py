@@ -87,7 +87,8 @@ def preamble(call: ToolCall) -> str:
     return f"Let me use the {call.name} tool."
 
 
-def answer_from_results(results: list[str]) -> str:
-    """The text answer once tool results are back in the history."""
+def answer_from_results(results: list[str], names: list[str]) -> str:
+    """The text answer once tool results are back in the history (naming the tools that were called)."""
     joined = "; ".join(r.strip() for r in results if r.strip()) or "nothing"
-    return f"The tool returned {joined}. So the answer is {joined}."
+    called = " and ".join(dict.fromkeys(names)) or "the tool"
+    return f"I called {called}, which returned {joined}. So the answer is {joined}."
