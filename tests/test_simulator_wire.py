@@ -33,15 +33,20 @@ async def _open(sim: Simulator, namespace: str = "llm") -> ClientConnection:
     return ws
 
 
-# Model info fields newer LM Studio builds send (lmstudio-js 2.x requires them); the sample predates them.
-NEWER_INFO_FIELDS = {"publisher", "indexedModelIdentifier", "quantization", "deviceIdentifier", "lastUsedTime", "ttlMs"}
+# Fields newer LM Studio builds send (lmstudio-js 2.x requires them); the recorded sample predates them.
+NEWER_FIELDS = frozenset(
+    {"publisher", "indexedModelIdentifier", "quantization", "deviceIdentifier", "lastUsedTime", "ttlMs", "details"}
+)
 
 
 def _shape(message: dict[str, Any], ignore: frozenset[str] | set[str] = frozenset()) -> tuple[Any, ...]:
     """What must match the real exchange: message kinds and key sets (less `ignore`d keys), not values."""
     inner = message.get("message", {})
-    nested = tuple(sorted((k, tuple(sorted(set(v) - ignore))) for k, v in inner.items() if isinstance(v, dict)))
-    return (message.get("type"), message.get("channelId"), inner.get("type"), tuple(sorted(inner)), nested)
+    nested = tuple(
+        sorted((k, tuple(sorted(set(v) - ignore))) for k, v in inner.items() if isinstance(v, dict) and k not in ignore)
+    )
+    keys = tuple(sorted(set(inner) - ignore))
+    return (message.get("type"), message.get("channelId"), inner.get("type"), keys, nested)
 
 
 def _collapse(shapes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -67,7 +72,7 @@ async def test_replay_of_the_recorded_exchange_matches(simulator: Simulator) -> 
             while True:
                 message = await _recv(ws)
                 assert message["type"] in SERVER_TYPES
-                got.append(_shape(message, NEWER_INFO_FIELDS))
+                got.append(_shape(message, NEWER_FIELDS))
                 if message["type"] == "channelClose" and message["channelId"] == channel:
                     break
                 # The sample cancels its third channel after the first fragment.

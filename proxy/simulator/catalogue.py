@@ -39,7 +39,6 @@ class Instance:
             "identifier": self.identifier,
             "instanceReference": self.reference,
             "contextLength": self.context_length,
-            "deviceIdentifier": None,
             "lastUsedTime": self.last_used,
             "ttlMs": self.ttl_ms,
         }

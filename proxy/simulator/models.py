@@ -117,6 +117,7 @@ class ModelSpec:
             # Fields of lmstudio-js 2.x's ModelInfo (the Python SDK ignores them).
             "publisher": self.publisher,
             "indexedModelIdentifier": self.model_path,
+            "deviceIdentifier": None,
             "quantization": {"name": self.quantization, "bits": _quant_bits(self.quantization)},
         }
         if self.type == "llm":

@@ -260,8 +260,20 @@ class PredictionChannel(Channel):
             if self._cancel.is_set() or (i and await pause(step, self._cancel)):
                 await self._succeed("userStopped")
                 return
-            await self.send({"type": "promptProcessingProgress", "progress": i / PROMPT_STEPS})
+            await self.send(self._prompt_progress(i / PROMPT_STEPS))
         await self._generate(model)
+
+    def _prompt_progress(self, progress: float) -> dict[str, Any]:
+        """A promptProcessingProgress packet; `details` is required by lmstudio-js 2.x."""
+        total = self._prompt_tokens
+        done = round(total * progress)
+        details = {
+            "cachedTokenCount": 0,
+            "totalPromptTokenCount": total,
+            "processedPromptTokenCount": done,
+            "unprocessedPromptTokenCount": total - done,
+        }
+        return {"type": "promptProcessingProgress", "progress": progress, "details": details}
 
     def _plan(self) -> Iterator[Token]:
         history = self.record.history
