@@ -12,6 +12,7 @@ import lmstudio
 import pytest
 
 from proxy.simulator import ModelSpec, Simulator
+from proxy.simulator.catalogue import Catalogue
 from proxy.simulator.models import load_model_file
 
 TIMEOUT = 10
@@ -42,8 +43,6 @@ async def test_path_queries_resolve_and_info_has_the_js_2_fields(mirrored: Simul
 
 
 def _raw_loaded(sim: Simulator) -> list[dict[str, Any]]:
-    from proxy.simulator.catalogue import Catalogue
-
     catalogue: Catalogue = sim._state.catalogue  # the wire shape, before the SDK drops unknown fields
     return [dict(i) for i in catalogue.loaded_infos()]
 
@@ -156,3 +155,15 @@ def test_model_list_file_json_and_toml(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[[models]]\nkey = "x"\ncolour = "red"\n')
     with pytest.raises(ValueError, match="unknown model field 'colour'"):
         load_model_file(tmp_path / "bad.toml")
+
+
+def test_an_idle_instance_with_a_ttl_is_unloaded() -> None:
+    now = [1000.0]
+    catalogue = Catalogue([ModelSpec("a"), ModelSpec("b", loaded=False)], clock=lambda: now[0])
+    catalogue.load("b", ttl_ms=5000)
+    now[0] += 4
+    catalogue.touch(catalogue.instance("b") or pytest.fail("b is not loaded"))  # use restarts the idle time
+    now[0] += 4
+    assert [i.identifier for i in catalogue.instances()] == ["a", "b"]
+    now[0] += 1.5
+    assert [i.identifier for i in catalogue.instances()] == ["a"]  # `a` has no TTL: it stays

@@ -4,13 +4,15 @@ Like LM Studio, a model (a `ModelSpec`, named by its key) may be loaded several 
 instance has its own identifier (the key, then `key:2`, `key:3`, … unless the client chose one)
 and instance reference. Instances loaded by `getOrLoad` are JIT instances: loading another
 JIT instance unloads them (LM Studio's default "only keep the last JIT model" setting).
+An instance with a TTL is unloaded once it has been idle that long; expiry is checked lazily,
+whenever the catalogue is consulted, so no timer task is needed.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from proxy.simulator.models import ModelSpec, ModelType
@@ -47,7 +49,8 @@ class Instance:
 class Catalogue:
     """The models the simulator knows and their instances (mutated only under the owner's lock)."""
 
-    def __init__(self, specs: Iterable[ModelSpec]) -> None:
+    def __init__(self, specs: Iterable[ModelSpec], clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # seconds since the epoch (tests pass their own to check TTL expiry)
         self._specs: dict[str, ModelSpec] = {}
         self._instances: dict[str, Instance] = {}  # by identifier, in load order
         self._refs: Iterator[int] = itertools.count(1)
@@ -90,7 +93,7 @@ class Catalogue:
 
     def instance(self, query: str | None, kind: ModelType | None = None) -> Instance | None:
         """The loaded instance a query names: identifier or instance reference, else one of the model's."""
-        instances = [i for i in self._instances.values() if kind is None or i.spec.type == kind]
+        instances = self.instances(kind)
         if not query:
             return instances[0] if instances else None
         lowered = query.lower()
@@ -106,10 +109,18 @@ class Catalogue:
         return next((i for i in instances if spec is not None and i.spec is spec), None)
 
     def instances(self, kind: ModelType | None = None) -> list[Instance]:
+        self._expire()
         return [i for i in self._instances.values() if kind is None or i.spec.type == kind]
 
     def is_loaded(self, key: str) -> bool:
-        return any(i.spec.key == key for i in self._instances.values())
+        return any(i.spec.key == key for i in self.instances())
+
+    def _expire(self) -> None:
+        """Unload instances idle for longer than their TTL."""
+        now = self._clock() * 1000
+        for inst in list(self._instances.values()):
+            if inst.ttl_ms is not None and now - inst.last_used > inst.ttl_ms:
+                del self._instances[inst.identifier]
 
     # -- changes ---------------------------------------------------------------------------------
 
@@ -139,7 +150,7 @@ class Catalogue:
             jit=jit,
             ttl_ms=ttl_ms,
             context_length=context_length or min(spec.context_length, spec.max_context_length),
-            last_used=time.time() * 1000,
+            last_used=self._clock() * 1000,
         )
         self._instances[identifier] = instance
         return instance
@@ -161,7 +172,7 @@ class Catalogue:
         return [i for i in self._instances.values() if i.jit]
 
     def touch(self, instance: Instance) -> None:
-        instance.last_used = time.time() * 1000
+        instance.last_used = self._clock() * 1000
 
     # -- listings --------------------------------------------------------------------------------
 

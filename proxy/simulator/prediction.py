@@ -248,6 +248,8 @@ class PredictionChannel(Channel):
             if self._instance is None:
                 await self._succeed("userStopped")
                 return
+        with self.state.changing():
+            catalogue.touch(self._instance)  # a prediction restarts the instance's idle TTL
         faults = self.state.faults_for(model)
         if faults.stall:
             if faults.ignore_cancel:
