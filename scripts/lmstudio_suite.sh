@@ -5,6 +5,7 @@
 # The suite's tests connect to LM Studio's default local ports (41343 first), so the simulator must
 # listen there. Where it can (root, or user namespaces), the script runs simulator and suite in a
 # private network namespace: nothing else on the machine is reached, and nothing else collides.
+# The simulator generates at 50 tokens/s so that the suite's cancel tests land mid-stream on a busy machine.
 # Known failures (internet, real weights) are listed with reasons in tests/lmstudio_suite/known_failures.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ cat >"$work/run.sh" <<INNER
 set -euo pipefail
 if command -v ip >/dev/null 2>&1; then ip link set lo up 2>/dev/null || true; fi
 "$root/.venv/bin/lmstudio-proxy" simulate --port 41343 --models-file "$root/tests/lmstudio_suite/models.toml" \
-  --tokens-per-second 200 --load-seconds 0.1 >"$work/simulator.log" 2>&1 &
+  --tokens-per-second 50 --load-seconds 0.1 >"$work/simulator.log" 2>&1 &
 sim=\$!
 trap 'kill \$sim 2>/dev/null || true; wait \$sim 2>/dev/null || true' EXIT
 "$work/venv/bin/python" - <<'PY'

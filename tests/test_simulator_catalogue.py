@@ -4,12 +4,14 @@ identifiers, JIT unloading, error codes, presets, draft models, images and embed
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import lmstudio
 import pytest
+from websockets.asyncio.client import connect
 
 from proxy.simulator import ModelSpec, Simulator
 from proxy.simulator.catalogue import Catalogue
@@ -34,7 +36,7 @@ async def test_path_queries_resolve_and_info_has_the_js_2_fields(mirrored: Simul
         info = await model.get_info()
     assert model.identifier == "llama-3.2-1b-instruct" and vlm.identifier == "mobilevlm_v2-1.7b"
     assert info.path.startswith("hugging-quants/Llama-3.2-1B") and info.size_bytes == 1321083008
-    infos = {m["modelKey"]: m for m in _raw_loaded(mirrored)}
+    infos = {m["modelKey"]: m for m in await _raw_loaded(mirrored)}
     llama = infos["llama-3.2-1b-instruct"]
     assert llama["publisher"] == "hugging-quants" and llama["quantization"] == {"name": "Q8_0", "bits": 8}
     assert {"indexedModelIdentifier", "deviceIdentifier", "lastUsedTime", "ttlMs"} <= set(llama)
@@ -42,9 +44,19 @@ async def test_path_queries_resolve_and_info_has_the_js_2_fields(mirrored: Simul
     assert infos["qwen2.5-7b-instruct-1m"]["trainedForToolUse"] is True
 
 
-def _raw_loaded(sim: Simulator) -> list[dict[str, Any]]:
-    catalogue: Catalogue = sim._state.catalogue  # the wire shape, before the SDK drops unknown fields
-    return [dict(i) for i in catalogue.loaded_infos()]
+async def _raw_loaded(sim: Simulator) -> list[dict[str, Any]]:
+    """`listLoaded` as it goes over the wire (the SDK drops the fields it does not know)."""
+    async with connect(f"ws://{sim.host_port}/llm") as ws:
+        await ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "t", "clientPasskey": "p"}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "rpcCall", "endpoint": "listLoaded", "callId": 1}))
+        llms: list[dict[str, Any]] = json.loads(await ws.recv())["result"]
+    async with connect(f"ws://{sim.host_port}/embedding") as ws:
+        await ws.send(json.dumps({"authVersion": 1, "clientIdentifier": "t", "clientPasskey": "p"}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "rpcCall", "endpoint": "listLoaded", "callId": 1}))
+        embeddings: list[dict[str, Any]] = json.loads(await ws.recv())["result"]
+    return llms + embeddings
 
 
 async def test_identifiers_duplicates_and_unload_errors(mirrored: Simulator) -> None:
@@ -65,7 +77,7 @@ async def test_identifiers_duplicates_and_unload_errors(mirrored: Simulator) -> 
     assert second.identifier == "llama-3.2-1b-instruct:2" and named.identifier == "my-llama"
     assert info.identifier == "llama-3.2-1b-instruct:2"
     assert loaded.count("llama-3.2-1b-instruct:2") == 1 and "my-llama" in loaded
-    assert [i["ttlMs"] for i in _raw_loaded(mirrored) if i["identifier"] == "llama-3.2-1b-instruct"] == [None]
+    assert [i["ttlMs"] for i in await _raw_loaded(mirrored) if i["identifier"] == "llama-3.2-1b-instruct"] == [None]
 
 
 async def test_a_jit_load_unloads_the_other_jit_model(mirrored: Simulator, caplog: pytest.LogCaptureFixture) -> None:
@@ -78,7 +90,7 @@ async def test_a_jit_load_unloads_the_other_jit_model(mirrored: Simulator, caplo
             await first.get_info()
         assert (await second.get_info()).identifier == "smollm2-135m-instruct"
     assert any("Unloading other JIT model" in r.getMessage() for r in caplog.records)
-    [smol] = [i for i in _raw_loaded(mirrored) if i["modelKey"] == "smollm2-135m-instruct"]
+    [smol] = [i for i in await _raw_loaded(mirrored) if i["modelKey"] == "smollm2-135m-instruct"]
     assert smol["ttlMs"] == 300_000
 
 
