@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from proxy.simulator.models import ModelSpec, ModelType
@@ -49,8 +50,15 @@ class Instance:
 class Catalogue:
     """The models the simulator knows and their instances (mutated only under the owner's lock)."""
 
-    def __init__(self, specs: Iterable[ModelSpec], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        clock: Callable[[], float] = time.time,
+        lock: AbstractContextManager[object] | None = None,
+    ) -> None:
         self._clock = clock  # seconds since the epoch (tests pass their own to check TTL expiry)
+        # Expiry mutates during reads: it takes the owner's (reentrant) lock, as every other change does.
+        self._lock: AbstractContextManager[object] = lock if lock is not None else nullcontext()
         self._specs: dict[str, ModelSpec] = {}
         self._instances: dict[str, Instance] = {}  # by identifier, in load order
         self._refs: Iterator[int] = itertools.count(1)
@@ -118,9 +126,10 @@ class Catalogue:
     def _expire(self) -> None:
         """Unload instances idle for longer than their TTL."""
         now = self._clock() * 1000
-        for inst in list(self._instances.values()):
-            if inst.ttl_ms is not None and now - inst.last_used > inst.ttl_ms:
-                del self._instances[inst.identifier]
+        with self._lock:
+            for inst in list(self._instances.values()):
+                if inst.ttl_ms is not None and now - inst.last_used > inst.ttl_ms:
+                    del self._instances[inst.identifier]
 
     # -- changes ---------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ class SimState:
         faults: Mapping[str | None, Faults] | None = None,
     ) -> None:
         self._cond = threading.Condition()
-        self.catalogue = Catalogue(models)
+        self.catalogue = Catalogue(models, lock=self._cond)
         self.files = FileStore()
         self._settings = settings
         self._model_settings: dict[str, dict[str, Any]] = {}
