@@ -95,3 +95,25 @@ def test_gbnf_repetition_bounds_and_recursion_terminate() -> None:
     grammar = 'root ::= item{2,3} list\nitem ::= [a-c]\nlist ::= "[" (list | "x") "]"\n'
     text = gbnf.generate(grammar)
     assert text.startswith("aaa") and text.endswith("]") and text.count("[") == text.count("]")
+
+
+JSON_GRAMMAR = r"""
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::=
+  "{" ws (
+            string ":" ws value
+    ("," ws string ":" ws value)*
+  )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+# optional space
+ws ::= | " " | "\n" [ \t]{0,20}
+"""
+
+
+def test_a_recursive_json_grammar_gives_small_valid_json() -> None:
+    text = gbnf.generate(JSON_GRAMMAR)
+    assert isinstance(json.loads(text), dict)
+    assert len(text) < 2 * gbnf.BUDGET  # the budget stops the recursion from blowing up

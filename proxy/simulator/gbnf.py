@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 MAX_DEPTH = 12
 REPEAT = 3  # how many times `*`/`+` repeat while shallow
+BUDGET = 400  # characters; past it, generation winds down as if too deep (output stays small)
 
 
 class GrammarError(ValueError):
@@ -214,30 +215,37 @@ def _pick(cls: Cls) -> str:
     )
 
 
-def generate(grammar: str, words: list[str] | None = None) -> str:
+def generate(grammar: str) -> str:
     """One string the grammar accepts (raises GrammarError for a grammar that does not parse)."""
     rules = parse(grammar)
     out: list[str] = []
+    size = 0
+
+    def deep(depth: int) -> bool:
+        return depth > MAX_DEPTH or size > BUDGET
 
     def emit(node: Node | tuple[Node, ...], depth: int) -> None:
+        nonlocal size
         if isinstance(node, tuple):
             for item in node:
                 emit(item, depth)
         elif isinstance(node, Lit):
             out.append(node.text)
+            size += len(node.text)
         elif isinstance(node, Cls):
             out.append(_pick(node))
+            size += 1
         elif isinstance(node, Ref):
             if depth > MAX_DEPTH * 4:
                 raise GrammarError("the grammar does not terminate")
             emit(rules[node.name], depth + 1)
         elif isinstance(node, Alt):
             option = node.options[0]
-            if depth > MAX_DEPTH:  # prefer an option with no rule references
+            if deep(depth):  # prefer an option with no rule references
                 option = next((o for o in node.options if not _refs(o)), option)
             emit(option, depth)
         else:
-            count = node.low if depth > MAX_DEPTH else max(node.low, REPEAT if node.high is None else node.high)
+            count = node.low if deep(depth) else max(node.low, REPEAT if node.high is None else node.high)
             for _ in range(count if node.high is None else min(count, node.high)):
                 emit(node.node, depth + 1)
 
