@@ -81,7 +81,9 @@ def _run_sdk_script(package: str, simulator: Simulator) -> list[dict[str, object
 def test_js_sdk_drives_the_simulator(package: str, simulator_factory: Callable[..., Simulator]) -> None:
     if not (JS_DIR / "node_modules" / package).is_dir():
         pytest.skip(f"{package} is not installed in {JS_DIR}")
-    simulator = simulator_factory(models=["sim-tools:tools", "sim-large:downloaded"], tokens_per_second=200)
+    simulator = simulator_factory(
+        models=["sim-tools:tools", "sim-eyes:vision", "sim-large:downloaded"], tokens_per_second=200
+    )
     steps = {s["step"]: s for s in _run_sdk_script(package, simulator)}
     assert steps["respond"]["identifier"] == "sim-tools" and steps["respond"]["stopReason"] == "eosFound"
     assert steps["cancel"]["stopReason"] == "userStopped"
@@ -89,7 +91,9 @@ def test_js_sdk_drives_the_simulator(package: str, simulator_factory: Callable[.
     assert steps["act"]["rounds"] == 2 and steps["act"]["calls"] == [[123, 3210]]
     assert "3333" in str(steps["act"]["last"])
     assert steps["structured"]["parsed"] == {"city": "Name", "population": 3000000}
-    assert steps["listLoaded"]["identifiers"] == ["sim-tools"]
+    assert steps["image"]["type"] == "image" and "image" in str(steps["image"]["content"])
+    assert "does not support images" in str(steps["image"]["refused"])
+    assert steps["listLoaded"]["identifiers"] == ["sim-tools", "sim-eyes"]
     assert steps["load"]["identifier"] == "js-large"
     assert steps["load"]["progress"] == [pytest.approx(i / 10) for i in range(1, 11)]
     records = simulator.predictions()
@@ -103,4 +107,7 @@ def test_js_sdk_drives_the_simulator(package: str, simulator_factory: Callable[.
             }
         ]
     ]
-    assert records[-1]["structured"]["type"] == "json"
+    assert records[5]["structured"]["type"] == "json"
+    image = {"identifier": steps["image"]["identifier"], "name": "dot.png", "fileType": "image", "sizeBytes": 12}
+    assert [r["images"] for r in records[6:]] == [[image], [image]]
+    assert [r["status"] for r in records[6:]] == ["completed", "failed"]

@@ -63,6 +63,19 @@ const schema = {
 const structured = await model.respond("Name a city of 3000000 people", { structured: { type: "json", jsonSchema: schema } });
 report("structured", { parsed: JSON.parse(structured.content) });
 
+// an image for a vision model (and the refusal of a model without vision)
+const png = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0]).toString("base64");
+const image = await client.files.prepareImageBase64("dot.png", png);
+const eyes = await client.llm.model("sim-eyes");
+const seen = await eyes.respond({ role: "user", content: "What is this?", images: [image] });
+let refused = "";
+try {
+  await model.respond({ role: "user", content: "What is this?", images: [image] });
+} catch (error) {
+  refused = String(error.message);
+}
+report("image", { type: image.type, identifier: image.identifier, content: seen.content, refused });
+
 // listLoaded, then a load with progress under a custom identifier
 const loaded = await client.llm.listLoaded();
 report("listLoaded", { identifiers: loaded.map((m) => m.identifier) });
