@@ -167,6 +167,12 @@ def test_model_list_file_json_and_toml(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[[models]]\nkey = "x"\ncolour = "red"\n')
     with pytest.raises(ValueError, match="unknown model field 'colour'"):
         load_model_file(tmp_path / "bad.toml")
+    (tmp_path / "typo.toml").write_text("[[models]]\nkey = 3\n")
+    with pytest.raises(ValueError, match="key must be of type str"):
+        load_model_file(tmp_path / "typo.toml")
+    (tmp_path / "flag.toml").write_text('[[models]]\nkey = "v"\nsize_bytes = true\n')
+    with pytest.raises(ValueError, match="size_bytes must be of type int"):
+        load_model_file(tmp_path / "flag.toml")
 
 
 def test_an_idle_instance_with_a_ttl_is_unloaded() -> None:

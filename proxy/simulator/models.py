@@ -84,10 +84,15 @@ class ModelSpec:
             values[name] = value
         if "key" not in values:
             raise ValueError(f"a model entry needs a key: {dict(data)}")
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for name, value in values.items():
-            kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
-            if "bool" in str(kind) and not isinstance(value, bool):
-                raise ValueError(f"model {values['key']!r}: {name} must be a boolean")
+            expected = types[name]
+            if value is None and "None" in expected:
+                continue
+            wanted = bool if "bool" in expected else int if "int" in expected else str
+            # bool is an int in Python: check it apart so `size_bytes = true` is refused.
+            if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+                raise ValueError(f"model {values.get('key')!r}: {name} must be of type {wanted.__name__}")
         return cls(**values)
 
     @property
