@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.simulator import embeddings, protocol, textgen
+from proxy.simulator import embeddings, protocol, repository, textgen
 from proxy.simulator.catalogue import Instance
 from proxy.simulator.files import UploadError
 from proxy.simulator.models import ModelType, specifier_query
@@ -104,6 +104,14 @@ def call(state: SimState, namespace: str, endpoint: str, parameter: Any) -> Any:
             instance = _loaded(state, parameter, "embedding")
             return {"embedding": embeddings.vector(_input_string(parameter), instance.spec.embedding_length)}
         return _model_rpc(state, "embedding", endpoint, parameter)
+    if namespace == "repository":
+        if endpoint == "searchModels":
+            return repository.search(state, parameter)
+        if endpoint == "getModelDownloadOptions":
+            options = repository.download_options(state, parameter)
+            if options is None:
+                raise RpcFailure(protocol.server_error("No such model in the (simulated) model hub"))
+            return options
     if namespace == "files":
         if endpoint == "uploadFileBase64":
             try:

@@ -15,6 +15,7 @@ from proxy.simulator.channel import Channel, ConnectionGone
 from proxy.simulator.loading import LoadChannel
 from proxy.simulator.models import ModelType
 from proxy.simulator.prediction import PredictionChannel
+from proxy.simulator.repository import DownloadChannel
 from proxy.simulator.state import SimState
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class Session:
         elif self._namespace in ("llm", "embedding") and endpoint in ("getOrLoad", "loadModel"):
             kind: ModelType = "llm" if self._namespace == "llm" else "embedding"
             channel = LoadChannel(self, channel_id, self._state, params, kind=kind, always_load=endpoint == "loadModel")
+        elif self._namespace == "repository" and endpoint == "downloadModel":
+            channel = DownloadChannel(self, channel_id, self._state, params)
         else:
             # LM Studio answers an unknown endpoint with a warning and leaves the channel open
             # (nothing more ever arrives on it); the SDKs log the warning and time out.
