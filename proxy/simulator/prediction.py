@@ -19,91 +19,29 @@ these without reading why:
   tests can tell a real cancel from a dropped connection.
 - Faults: `ignore_cancel` records the cancel but keeps generating to the natural end
   (then `tokens_after_cancel` > 0 shows it); `stall` waits for a cancel (or forever);
-  `fail_after_tokens` ends with channelError; `drop_after_tokens` closes the socket.
+  `fail_after_tokens` ends with channelError; `drop_after_tokens` closes the socket;
+  `stall_in_tool_call` holds a tool call after its name until a cancel arrives (then
+  `userStopped`, and no `toolCallGenerationEnd`).
+- What is answered (text, reasoning, tool calls, structured JSON) is decided in answer.py;
+  this module only streams it, so the per-token path is the same for every kind of answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
-from collections.abc import Iterator
-from itertools import islice
 from typing import Any
 
-from proxy.simulator import gbnf, protocol, schemagen, textgen, tools
+from proxy.simulator import answer, protocol, textgen, tools
 from proxy.simulator.catalogue import Instance
 from proxy.simulator.channel import Channel, Connection, ConnectionGone
 from proxy.simulator.clock import pause
 from proxy.simulator.loading import load_model
-from proxy.simulator.models import specifier_query
 from proxy.simulator.records import PredictionRecord, Status
+from proxy.simulator.request import PredictRequest, max_tokens, stop_strings
 from proxy.simulator.state import SimState
 
 PROMPT_STEPS = 4
-MAX_TOKENS_KEY = "llm.prediction.maxPredictedTokens"
-STOP_STRINGS_KEY = "llm.prediction.stopStrings"
-TOOLS_KEY = "llm.prediction.tools"
-STRUCTURED_KEY = "llm.prediction.structured"
-REASONING_PARSING_KEY = "llm.prediction.reasoning.parsing"
-DRAFT_MODEL_KEY = "llm.prediction.speculativeDecoding.draftModel"
-
-Token = tuple[str, str]  # (text, reasoningType)
-
-
-def _history(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat as the record shows it: role, text, and the files / tool calls / tool results it carries."""
-    history = params.get("history")
-    messages = history.get("messages", []) if isinstance(history, dict) else []
-    result = []
-    for message in messages if isinstance(messages, list) else []:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        parts = [p for p in content if isinstance(p, dict)] if isinstance(content, list) else []
-        text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str))
-        entry: dict[str, Any] = {"role": str(message.get("role", "")), "text": text}
-        files = [
-            {k: p.get(k) for k in ("identifier", "name", "fileType", "sizeBytes")}
-            for p in parts
-            if p.get("type") == "file"
-        ]
-        if files:
-            entry["files"] = files
-        calls = [p.get("toolCallRequest") for p in parts if p.get("type") == "toolCallRequest"]
-        if calls:
-            entry["tool_calls"] = calls
-        results = [str(p.get("content", "")) for p in parts if p.get("type") == "toolCallResult"]
-        if results:
-            entry["tool_results"] = results
-        result.append(entry)
-    return result
-
-
-def _config_fields(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Merge the prediction config stack's layers (later layers win) into one field list."""
-    stack = params.get("predictionConfigStack")
-    layers = stack.get("layers", []) if isinstance(stack, dict) else []
-    merged: dict[str, Any] = {}
-    for layer in layers if isinstance(layers, list) else []:
-        config = layer.get("config", {}) if isinstance(layer, dict) else {}
-        for field in config.get("fields", []) if isinstance(config, dict) else []:
-            if isinstance(field, dict) and isinstance(field.get("key"), str):
-                merged[field["key"]] = field.get("value")
-    return [{"key": k, "value": v} for k, v in merged.items()]
-
-
-def _max_tokens(config: dict[str, Any]) -> int | None:
-    value = config.get(MAX_TOKENS_KEY)
-    if isinstance(value, dict) and value.get("checked") and isinstance(value.get("value"), int):
-        return max(0, int(value["value"]))
-    return None
-
-
-def _stop_strings(config: dict[str, Any]) -> list[str]:
-    value = config.get(STOP_STRINGS_KEY)
-    return [s for s in value if isinstance(s, str) and s] if isinstance(value, list) else []
 
 
 def _held_suffix(text: str, stops: list[str]) -> int:
@@ -117,50 +55,30 @@ def _held_suffix(text: str, stops: list[str]) -> int:
     return best
 
 
-def _words(text: str) -> Iterator[Token]:
-    """Plain answer tokens: each word with its leading space."""
-    for word in re.findall(r"\s*\S+\s*", text):
-        yield word, "none"
-
-
-def _chunks(text: str, size: int = 4) -> Iterator[Token]:
-    for i in range(0, len(text), size):
-        yield text[i : i + size], "none"
-
-
 class PredictionChannel(Channel):
     """One `predict` channel and its record."""
 
     def __init__(self, conn: Connection, channel_id: int, state: SimState, params: Any) -> None:
         super().__init__(conn, channel_id, state)
-        self._params: dict[str, Any] = params if isinstance(params, dict) else {}
-        self._fields = _config_fields(self._params)
-        self._config = {f["key"]: f["value"] for f in self._fields}
-        self._query = specifier_query(self._params.get("modelSpecifier"))
-        self._instance = state.catalogue.instance(self._query, "llm")
-        spec = self._instance.spec if self._instance is not None else state.catalogue.resolve(self._query, "llm")
+        request = PredictRequest.parse(params)
+        self._request = request
+        self._query = request.query
+        self._instance = state.catalogue.instance(request.query, "llm")
+        spec = self._instance.spec if self._instance is not None else state.catalogue.resolve(request.query, "llm")
         self._spec = spec
         self._model = spec.key if spec is not None else None
-        self._reasoning = spec.reasoning if spec is not None else False
         self._cancel = asyncio.Event()
-        history = _history(self._params)
-        self._tools = tools.offered(self._config.get(TOOLS_KEY))
-        structured = self._config.get(STRUCTURED_KEY)
-        self._structured = structured if isinstance(structured, dict) and structured.get("type") != "none" else None
-        preset = self._params.get("fuzzyPresetIdentifier")
-        draft = self._config.get(DRAFT_MODEL_KEY)
-        self.record: PredictionRecord = state.new_record(self._model or self._query, history, dict(self._config))
+        self.record: PredictionRecord = state.new_record(self._model or request.query, request.history, request.config)
         with state.changing():
-            self.record.tools = [t["name"] for t in self._tools]
-            self.record.structured = self._structured
-            self.record.images = [f for m in history for f in m.get("files", []) if f.get("fileType") == "image"]
-            self.record.preset = preset if isinstance(preset, str) else None
-            self.record.draft_model = draft if isinstance(draft, str) and draft else None
-        self._prompt_tokens = sum(textgen.count_tokens(m["text"]) + 4 for m in self.record.history)
+            self.record.tools = [t["name"] for t in request.tools]
+            self.record.structured = request.structured
+            self.record.images = request.images
+            self.record.preset = request.preset
+            self.record.draft_model = request.draft_model
+        self._prompt_tokens = sum(textgen.count_tokens(m["text"]) + 4 for m in request.history)
         self._started = time.monotonic()
         self._first_token_at: float | None = None
         self._generating_since: float | None = None
-        self._tool_call: tools.ToolCall | None = None
 
     def receive(self, message: Any) -> None:
         """A client message on the channel; only `cancel` exists. Runs on the receive loop."""
@@ -197,36 +115,6 @@ class PredictionChannel(Channel):
             record.error = error
             record.finished_at = time.time()
 
-    def _refusal(self) -> dict[str, Any] | None:
-        """The error LM Studio answers a prediction with before generating anything, if any."""
-        record = self.record
-        if record.preset is not None:
-            # The simulator has no presets: every preset is unknown (LM Studio's error and code).
-            return protocol.server_error(
-                f'Cannot find preset "{record.preset}"',
-                "generic.presetNotFound",
-                specifiedFuzzyPresetIdentifier=record.preset,
-            )
-        if record.draft_model is not None:
-            draft = self.state.catalogue.resolve(record.draft_model, "llm")
-            if draft is None:
-                return protocol.server_error(f'Draft model "{record.draft_model}" not found')
-            if draft.key == self._model:
-                return protocol.server_error("The draft model must be different from the main model")
-        if record.images and self._spec is not None and not self._spec.vision:
-            return protocol.server_error(f'Model "{self._model}" does not support images: it is not a vision model')
-        if self._structured is not None:
-            try:
-                if self._structured.get("type") == "json":
-                    schemagen.validate(self._structured.get("jsonSchema"))
-                elif self._structured.get("type") == "gbnf":
-                    gbnf.parse(str(self._structured.get("gbnfGrammar", "")))
-                else:
-                    raise schemagen.SchemaError(f"unknown structured output type {self._structured.get('type')!r}")
-            except (schemagen.SchemaError, gbnf.GrammarError) as exc:
-                return protocol.server_error(f"Invalid structured output configuration: {exc}")
-        return None
-
     async def _run(self) -> None:
         model = self._model
         catalogue = self.state.catalogue
@@ -235,7 +123,8 @@ class PredictionChannel(Channel):
             self._finish("failed", error="model not found")
             await self.fail(protocol.model_not_found(self._query, loaded))
             return
-        refusal = self._refusal()
+        assert self._spec is not None
+        refusal = answer.refusal(self._request, self._spec, catalogue)
         if refusal is not None:
             self._finish("failed", error=refusal["title"])
             await self.fail(refusal)
@@ -277,62 +166,20 @@ class PredictionChannel(Channel):
         }
         return {"type": "promptProcessingProgress", "progress": progress, "details": details}
 
-    def _plan(self) -> Iterator[Token]:
-        history = self.record.history
-        last_user = next((m["text"] for m in reversed(history) if m["role"] == "user"), "")
-        if history and history[-1].get("tool_results"):
-            # The tool results are back: answer in text, quoting them.
-            calls: list[Any] = next(
-                (m.get("tool_calls", []) for m in reversed(history) if m["role"] == "assistant"), []
-            )
-            names = [str(c.get("name")) for c in calls if isinstance(c, dict)]
-            yield from _words(tools.answer_from_results(history[-1]["tool_results"], names))
-            return
-        self._tool_call = tools.plan(self._tools, last_user, self.record.id)
-        if self._tool_call is not None:
-            yield from _words(tools.preamble(self._tool_call))
-            return
-        if self._structured is not None:
-            yield from _chunks(self._structured_text(last_user))
-            return
-        requested = textgen.requested_length(last_user)
-        length = textgen.DEFAULT_ANSWER_TOKENS if requested is None else requested
-        if self._reasoning:
-            parsing = self._config.get(REASONING_PARSING_KEY)
-            parsing = parsing if isinstance(parsing, dict) else {}
-            start = str(parsing.get("startString") or "<think>")
-            end = str(parsing.get("endString") or "</think>")
-            parsed = parsing.get("enabled", True) is not False
-            yield start, "reasoningStartTag" if parsed else "none"
-            for text in textgen.reasoning_tokens(last_user):
-                yield text, "reasoning" if parsed else "none"
-            yield end, "reasoningEndTag" if parsed else "none"
-            yield "\n\n", "none"
-        if self.record.images:
-            yield from _words(f"The image shows {len(self.record.images)} picture(s). ")
-        if requested is None and textgen.is_greeting(last_user):  # `[tokens=N]` keeps its exact length
-            yield from _words("Hello! How can I help you today?\n\n")
-        for text in islice(textgen.answer_tokens(last_user), length):
-            yield text, "none"
-
-    def _structured_text(self, prompt: str) -> str:
-        assert self._structured is not None
-        if self._structured.get("type") == "gbnf":
-            return gbnf.generate(str(self._structured.get("gbnfGrammar", "")))
-        return json.dumps(schemagen.generate(self._structured.get("jsonSchema"), prompt))
-
     async def _generate(self, model: str) -> None:
-        max_tokens = _max_tokens(self._config)
-        stops = _stop_strings(self._config)
+        assert self._spec is not None
+        limit = max_tokens(self._request.config)
+        stops = stop_strings(self._request.config)
+        planned = answer.plan(self._request, self._spec, self.record.id)
         pending, pending_tokens = "", 0  # answer text held back while it may start a stop string
         generated = 0
         self._generating_since = time.monotonic()
-        for text, reasoning_type in self._plan():
+        for text, reasoning_type in planned.tokens:
             tps = self.state.settings_for(model).tokens_per_second
             if await pause(1 / tps if tps > 0 else 0, self._cancel):
                 await self._succeed("userStopped")
                 return
-            if max_tokens is not None and generated >= max_tokens:
+            if limit is not None and generated >= limit:
                 await self._flush(pending, pending_tokens)
                 await self._succeed("maxPredictedTokensReached")
                 return
@@ -365,8 +212,8 @@ class PredictionChannel(Channel):
                 await self._fragment(pending[: len(pending) - keep], pending_tokens, "none")
                 pending, pending_tokens = pending[len(pending) - keep :], 0
         await self._flush(pending, pending_tokens)
-        if self._tool_call is not None:
-            await self._emit_tool_call(model, self._tool_call)
+        if planned.tool_call is not None:
+            await self._emit_tool_call(model, planned.tool_call)
             return
         await self._succeed("eosFound")
 
@@ -432,7 +279,7 @@ class PredictionChannel(Channel):
                 "stats": stats,
                 "modelInfo": instance.info(),
                 "loadModelConfig": self.state.catalogue.load_config(instance),
-                "predictionConfig": {"fields": self._fields},
+                "predictionConfig": {"fields": self._request.fields},
             }
         )
         await self.close()
