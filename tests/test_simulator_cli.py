@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -75,3 +77,17 @@ def test_model_spec_parse(text: str, expected: ModelSpec) -> None:
 def test_model_spec_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         ModelSpec.parse(text)
+
+
+def test_a_bad_models_file_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "models.toml"
+    bad.write_text('[[models]]\nkey = "x"\nvision = "yes"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "simulate", "--port", "0", "--models-file", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"lmstudio-proxy simulate: {bad}: model 'x': vision must be of type bool"

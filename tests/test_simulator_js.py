@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,56 @@ async def test_js_sdk_cancel_snippets(simulator: Simulator) -> None:
     assert [r["tokens_after_cancel"] for r in records] == [0, 0]
     assert records[0]["tokens_generated"] > 0  # the timer cancel lands mid-stream
     assert records[0]["config"]["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 50}
+
+
+def _run_sdk_script(package: str, simulator: Simulator) -> list[dict[str, object]]:
+    assert NODE is not None
+    completed = subprocess.run(
+        [NODE, str(JS_TESTS / "sdk.mjs"), package, str(simulator.port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env={**os.environ, "LMSTUDIO_PROXY_JS_DIR": str(JS_DIR)},
+        check=False,
+    )
+    assert completed.returncode == 0, (completed.stdout, completed.stderr)
+    # Any packet the SDK's schemas reject shows up as a communication warning (2.0.0 is strict).
+    assert "communication warning" not in completed.stderr.lower(), completed.stderr
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+
+
+# 2.0.0 is installed under an npm alias beside 1.5.0 (see tests/js/package.json).
+@pytest.mark.parametrize("package", ["@lmstudio/sdk", "lmstudio-sdk-2"])
+def test_js_sdk_drives_the_simulator(package: str, simulator_factory: Callable[..., Simulator]) -> None:
+    if not (JS_DIR / "node_modules" / package).is_dir():
+        pytest.skip(f"{package} is not installed in {JS_DIR}")
+    simulator = simulator_factory(
+        models=["sim-tools:tools", "sim-eyes:vision", "sim-large:downloaded"], tokens_per_second=200
+    )
+    steps = {s["step"]: s for s in _run_sdk_script(package, simulator)}
+    assert steps["respond"]["identifier"] == "sim-tools" and steps["respond"]["stopReason"] == "eosFound"
+    assert steps["cancel"]["stopReason"] == "userStopped"
+    assert steps["abort"]["stopReason"] == "userStopped"
+    assert steps["act"]["rounds"] == 2 and steps["act"]["calls"] == [[123, 3210]]
+    assert "3333" in str(steps["act"]["last"])
+    assert steps["structured"]["parsed"] == {"city": "Name", "population": 3000000}
+    assert steps["image"]["type"] == "image" and "image" in str(steps["image"]["content"])
+    assert "does not support images" in str(steps["image"]["refused"])
+    assert steps["listLoaded"]["identifiers"] == ["sim-tools", "sim-eyes"]
+    assert steps["load"]["identifier"] == "js-large"
+    assert steps["load"]["progress"] == [pytest.approx(i / 10) for i in range(1, 11)]
+    records = simulator.predictions()
+    assert [r["tool_calls"] for r in records if r["tool_calls"]] == [
+        [
+            {
+                "type": "function",
+                "name": "add",
+                "id": records[3]["tool_calls"][0]["id"],
+                "arguments": {"a": 123, "b": 3210},
+            }
+        ]
+    ]
+    assert records[5]["structured"]["type"] == "json"
+    image = {"identifier": steps["image"]["identifier"], "name": "dot.png", "fileType": "image", "sizeBytes": 12}
+    assert [r["images"] for r in records[6:]] == [[image], [image]]
+    assert [r["status"] for r in records[6:]] == ["completed", "failed"]

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from proxy.simulator.models import DEFAULT_MODELS, ModelSpec
+from proxy.simulator.models import DEFAULT_MODELS, ModelSpec, load_model_file
 from proxy.simulator.server import Simulator
 
 DEFAULT_PORT = 41343  # the first port the lmstudio SDKs probe when given no host
@@ -48,9 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_model,
         metavar="KEY[:OPTS]",
         help=(
-            "a simulated model; OPTS is a comma list of `downloaded` (not loaded until asked) and "
-            f"`reasoning` (emits <think>…</think>); repeatable (default: {defaults})"
+            "a simulated model; OPTS is a comma list of `downloaded` (not loaded until asked), "
+            "`reasoning` (emits <think>…</think>), `embedding` (an embedding model), `vision` (accepts "
+            f"images), `tools` (trained for tool use); repeatable (default: {defaults})"
         ),
+    )
+    parser.add_argument(
+        "--models-file",
+        metavar="PATH",
+        help="a TOML or JSON model list (see the README) to mirror your own LM Studio; --model adds to it",
     )
     parser.add_argument("--tokens-per-second", type=_non_negative, default=50.0, help="0 = as fast as possible")
     parser.add_argument("--load-seconds", type=_non_negative, default=1.0, help="simulated model load time")
@@ -58,10 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    models = list(args.models or [])
+    if getattr(args, "models_file", None):
+        try:
+            models = load_model_file(args.models_file) + models
+        except (OSError, ValueError) as exc:
+            print(f"lmstudio-proxy simulate: {exc}", file=sys.stderr)
+            return 2
     simulator = Simulator(
         host=args.host,
         port=args.port,
-        models=args.models,
+        models=models or None,
         tokens_per_second=args.tokens_per_second,
         load_seconds=args.load_seconds,
         prompt_seconds=args.prompt_seconds,

@@ -17,6 +17,7 @@ class Faults:
     stall: bool = False  # accept the predict, never progress (cancel still honoured)
     ignore_cancel: bool = False  # keep generating to the end despite a cancel
     refuse_connections: bool = False  # greeting and websockets rejected
+    stall_in_tool_call: bool = False  # hold a tool call mid-arguments until the client cancels
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Faults:
@@ -29,7 +30,7 @@ class Faults:
             value = data.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer or null")
-        for name in ("stall", "ignore_cancel", "refuse_connections"):
+        for name in ("stall", "ignore_cancel", "refuse_connections", "stall_in_tool_call"):
             if not isinstance(data.get(name, False), bool):
                 raise ValueError(f"{name} must be a boolean")
         return cls(**data)

@@ -1,27 +1,56 @@
-"""The simulated model catalogue: which models exist, which are loaded, and their info dicts."""
+"""Simulated models: what one model is (`ModelSpec`), from `--model KEY[:OPTS]` or a model list file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import itertools
-from collections.abc import Iterable, Iterator
+import json
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-_OPTIONS = frozenset({"loaded", "downloaded", "reasoning"})
+ModelType = Literal["llm", "embedding"]
+
+_OPTIONS = frozenset({"loaded", "downloaded", "reasoning", "embedding", "vision", "tools"})
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """One simulated model: its key, whether it starts loaded, whether it reasons."""
+    """One simulated model: its identity, what LM Studio reports about it, and how it behaves."""
 
     key: str
     loaded: bool = True
     reasoning: bool = False
+    type: ModelType = "llm"
+    publisher: str = "simulator"
+    path: str | None = None  # default: PUBLISHER/KEY-GGUF/KEY.gguf
+    display_name: str | None = None
+    architecture: str | None = None
+    quantization: str = "Q4_K_M"
+    size_bytes: int | None = None
+    params_string: str | None = None
+    max_context_length: int = 8192
+    context_length: int = 4096
+    vision: bool = False
+    trained_for_tool_use: bool = False
+    embedding_length: int = 768  # the vector size of an embedding model
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("empty model key")
+        if self.type not in ("llm", "embedding"):
+            raise ValueError(f"model {self.key!r}: type must be 'llm' or 'embedding', got {self.type!r}")
+        for name in ("max_context_length", "context_length", "embedding_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"model {self.key!r}: {name} must be a positive integer")
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        """Parse `--model`: `KEY`, `KEY:downloaded`, `KEY:reasoning`, `KEY:downloaded,reasoning`."""
+        """Parse `--model`: `KEY[:OPTS]`, OPTS a comma list of `downloaded`, `reasoning`, `embedding`,
+        `vision`, `tools` (trained for tool use)."""
         key, sep, opts = text.rpartition(":")
         if not sep:
             key, opts = text, ""
@@ -33,7 +62,112 @@ class ModelSpec:
             raise ValueError(f"empty model key in {text!r}")
         if {"loaded", "downloaded"} <= options:
             raise ValueError(f"model {key!r} cannot be both loaded and downloaded")
-        return cls(key=key, loaded="downloaded" not in options, reasoning="reasoning" in options)
+        return cls(
+            key=key,
+            loaded="downloaded" not in options,
+            reasoning="reasoning" in options,
+            type="embedding" if "embedding" in options else "llm",
+            vision="vision" in options,
+            trained_for_tool_use="tools" in options,
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """One entry of a model list file; keys are the field names (snake_case or camelCase)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        aliases = {_camel(n): n for n in names} | {"modelKey": "key", "trainedForToolUse": "trained_for_tool_use"}
+        values: dict[str, Any] = {}
+        for raw, value in data.items():
+            name = raw if raw in names else aliases.get(raw)
+            if name is None:
+                raise ValueError(f"unknown model field {raw!r}; known: {sorted(names)}")
+            values[name] = value
+        if "key" not in values:
+            raise ValueError(f"a model entry needs a key: {dict(data)}")
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        for name, value in values.items():
+            expected = types[name]
+            if value is None and "None" in expected:
+                continue
+            wanted = bool if "bool" in expected else int if "int" in expected else str
+            # bool is an int in Python: check it apart so `size_bytes = true` is refused.
+            if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+                raise ValueError(f"model {values.get('key')!r}: {name} must be of type {wanted.__name__}")
+        return cls(**values)
+
+    @property
+    def model_path(self) -> str:
+        if self.path:
+            return self.path
+        return f"{self.publisher}/{self.key}-GGUF/{self.key.rsplit('/', 1)[-1]}.gguf"
+
+    @property
+    def size(self) -> int:
+        if self.size_bytes is not None:
+            return self.size_bytes
+        return 100_000_000 + int(hashlib.sha256(self.key.encode()).hexdigest()[:6], 16)
+
+    def info(self) -> dict[str, Any]:
+        """LM Studio's `LlmInfo` / `EmbeddingModelInfo` (plus the fields the JS SDK 2.x requires)."""
+        info: dict[str, Any] = {
+            "type": self.type,
+            "modelKey": self.key,
+            "format": "gguf",
+            "displayName": self.display_name or _display_name(self.key),
+            "path": self.model_path,
+            "sizeBytes": self.size,
+            "paramsString": self.params_string or ("7B" if self.reasoning else "1B"),
+            "architecture": self.architecture or _default_architecture(self),
+            "maxContextLength": self.max_context_length,
+            # Fields of lmstudio-js 2.x's ModelInfo (the Python SDK ignores them).
+            "publisher": self.publisher,
+            "indexedModelIdentifier": self.model_path,
+            "deviceIdentifier": None,
+            "quantization": {"name": self.quantization, "bits": _quant_bits(self.quantization)},
+        }
+        if self.type == "llm":
+            info["vision"] = self.vision
+            info["trainedForToolUse"] = self.trained_for_tool_use
+        else:
+            info["embeddingLength"] = self.embedding_length
+        return info
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _display_name(key: str) -> str:
+    return " ".join(part.capitalize() for part in key.rsplit("/", 1)[-1].replace("_", "-").split("-"))
+
+
+def _default_architecture(spec: ModelSpec) -> str:
+    if spec.type == "embedding":
+        return "nomic-bert"
+    return "qwen3" if spec.reasoning else "llama"
+
+
+def _quant_bits(name: str) -> int:
+    digits = "".join(c for c in name.split("_")[0] if c.isdigit())
+    return int(digits) if digits else 4
+
+
+def load_model_file(path: str | Path) -> list[ModelSpec]:
+    """Read a model list: TOML (`[[models]]` tables) or JSON (a list, or `{"models": [...]}`)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    entries = data.get("models") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path}: expected a list of model tables under `models`")
+    try:
+        return [ModelSpec.from_mapping(entry) for entry in entries]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 DEFAULT_MODELS: tuple[ModelSpec, ...] = (
@@ -41,96 +175,6 @@ DEFAULT_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("simulated-reasoner", reasoning=True),
     ModelSpec("simulated-large", loaded=False),
 )
-
-
-def _display_name(key: str) -> str:
-    return " ".join(part.capitalize() for part in key.rsplit("/", 1)[-1].replace("_", "-").split("-"))
-
-
-class Catalogue:
-    """The models the simulator knows and their load state (mutated only under the owner's lock)."""
-
-    def __init__(self, specs: Iterable[ModelSpec]) -> None:
-        self._specs: dict[str, ModelSpec] = {}
-        self._loaded: dict[str, str] = {}  # model key -> instance reference
-        self._refs: Iterator[int] = itertools.count(1)
-        for spec in specs:
-            if spec.key in self._specs:
-                raise ValueError(f"duplicate model key {spec.key!r}")
-            self._specs[spec.key] = spec
-            if spec.loaded:
-                self.mark_loaded(spec.key)
-        if not self._specs:
-            raise ValueError("the simulator needs at least one model")
-
-    def specs(self) -> list[ModelSpec]:
-        return list(self._specs.values())
-
-    def resolve(self, query: str | None) -> ModelSpec | None:
-        """Find a model by key, path, instance reference, or (like LM Studio) a case-insensitive match."""
-        if not query:
-            return next((self._specs[k] for k in self._loaded), None)
-        if query in self._specs:
-            return self._specs[query]
-        lowered = query.lower()
-        for key, spec in self._specs.items():
-            if lowered in (key.lower(), self.path(key).lower(), self._loaded.get(key)):
-                return spec
-        return None
-
-    def is_loaded(self, key: str) -> bool:
-        return key in self._loaded
-
-    def mark_loaded(self, key: str) -> None:
-        self._loaded.setdefault(key, f"sim-instance-ref-{next(self._refs)}")
-
-    def unload(self, key: str) -> None:
-        self._loaded.pop(key, None)
-
-    @staticmethod
-    def path(key: str) -> str:
-        return f"simulator/{key}-GGUF/{key.rsplit('/', 1)[-1]}.gguf"
-
-    def model_info(self, key: str) -> dict[str, Any]:
-        """The `LlmInfo` dict LM Studio sends for a downloaded model."""
-        spec = self._specs[key]
-        size = 100_000_000 + int(hashlib.sha256(key.encode()).hexdigest()[:6], 16)
-        return {
-            "type": "llm",
-            "modelKey": key,
-            "format": "gguf",
-            "displayName": _display_name(key),
-            "path": self.path(key),
-            "sizeBytes": size,
-            "paramsString": "7B" if spec.reasoning else "1B",
-            "architecture": "qwen3" if spec.reasoning else "llama",
-            "vision": False,
-            "trainedForToolUse": False,
-            "maxContextLength": 8192,
-        }
-
-    def instance_info(self, key: str) -> dict[str, Any]:
-        """The `LlmInstanceInfo` dict for a loaded model (the identifier is the model key)."""
-        return {
-            **self.model_info(key),
-            "identifier": key,
-            "instanceReference": self._loaded.get(key, "sim-instance-ref-unloaded"),
-            "contextLength": 4096,
-        }
-
-    def loaded_infos(self) -> list[dict[str, Any]]:
-        return [self.instance_info(key) for key in self._loaded]
-
-    def downloaded_infos(self) -> list[dict[str, Any]]:
-        return [self.model_info(key) for key in self._specs]
-
-    def summary(self) -> list[dict[str, Any]]:
-        """What `GET /simulator/models` shows."""
-        return [{"key": s.key, "loaded": self.is_loaded(s.key), "reasoning": s.reasoning} for s in self._specs.values()]
-
-    @staticmethod
-    def load_config() -> dict[str, Any]:
-        return {"fields": [{"key": "llm.load.contextLength", "value": 4096}]}
 
 
 def specifier_query(spec: Any) -> str:

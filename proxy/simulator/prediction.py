@@ -19,69 +19,29 @@ these without reading why:
   tests can tell a real cancel from a dropped connection.
 - Faults: `ignore_cancel` records the cancel but keeps generating to the natural end
   (then `tokens_after_cancel` > 0 shows it); `stall` waits for a cancel (or forever);
-  `fail_after_tokens` ends with channelError; `drop_after_tokens` closes the socket.
+  `fail_after_tokens` ends with channelError; `drop_after_tokens` closes the socket;
+  `stall_in_tool_call` holds a tool call after its name until a cancel arrives (then
+  `userStopped`, and no `toolCallGenerationEnd`).
+- What is answered (text, reasoning, tool calls, structured JSON) is decided in answer.py;
+  this module only streams it, so the per-token path is the same for every kind of answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from itertools import islice
 from typing import Any
 
-from proxy.simulator import protocol, textgen
+from proxy.simulator import answer, protocol, textgen, tools
+from proxy.simulator.catalogue import Instance
 from proxy.simulator.channel import Channel, Connection, ConnectionGone
 from proxy.simulator.clock import pause
 from proxy.simulator.loading import load_model
-from proxy.simulator.models import specifier_query
 from proxy.simulator.records import PredictionRecord, Status
+from proxy.simulator.request import PredictRequest, max_tokens, stop_strings
 from proxy.simulator.state import SimState
 
 PROMPT_STEPS = 4
-MAX_TOKENS_KEY = "llm.prediction.maxPredictedTokens"
-STOP_STRINGS_KEY = "llm.prediction.stopStrings"
-
-Token = tuple[str, str]  # (text, reasoningType)
-
-
-def _history(params: dict[str, Any]) -> list[dict[str, str]]:
-    history = params.get("history")
-    messages = history.get("messages", []) if isinstance(history, dict) else []
-    result = []
-    for message in messages if isinstance(messages, list) else []:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        parts = content if isinstance(content, list) else []
-        text = "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
-        result.append({"role": str(message.get("role", "")), "text": text})
-    return result
-
-
-def _config_fields(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Merge the prediction config stack's layers (later layers win) into one field list."""
-    stack = params.get("predictionConfigStack")
-    layers = stack.get("layers", []) if isinstance(stack, dict) else []
-    merged: dict[str, Any] = {}
-    for layer in layers if isinstance(layers, list) else []:
-        config = layer.get("config", {}) if isinstance(layer, dict) else {}
-        for field in config.get("fields", []) if isinstance(config, dict) else []:
-            if isinstance(field, dict) and isinstance(field.get("key"), str):
-                merged[field["key"]] = field.get("value")
-    return [{"key": k, "value": v} for k, v in merged.items()]
-
-
-def _max_tokens(config: dict[str, Any]) -> int | None:
-    value = config.get(MAX_TOKENS_KEY)
-    if isinstance(value, dict) and value.get("checked") and isinstance(value.get("value"), int):
-        return max(0, int(value["value"]))
-    return None
-
-
-def _stop_strings(config: dict[str, Any]) -> list[str]:
-    value = config.get(STOP_STRINGS_KEY)
-    return [s for s in value if isinstance(s, str) and s] if isinstance(value, list) else []
 
 
 def _held_suffix(text: str, stops: list[str]) -> int:
@@ -100,18 +60,22 @@ class PredictionChannel(Channel):
 
     def __init__(self, conn: Connection, channel_id: int, state: SimState, params: Any) -> None:
         super().__init__(conn, channel_id, state)
-        self._params: dict[str, Any] = params if isinstance(params, dict) else {}
-        self._fields = _config_fields(self._params)
-        self._config = {f["key"]: f["value"] for f in self._fields}
-        self._query = specifier_query(self._params.get("modelSpecifier"))
-        spec = state.catalogue.resolve(self._query)
+        request = PredictRequest.parse(params)
+        self._request = request
+        self._query = request.query
+        self._instance = state.catalogue.instance(request.query, "llm")
+        spec = self._instance.spec if self._instance is not None else state.catalogue.resolve(request.query, "llm")
+        self._spec = spec
         self._model = spec.key if spec is not None else None
-        self._reasoning = spec.reasoning if spec is not None else False
         self._cancel = asyncio.Event()
-        self.record: PredictionRecord = state.new_record(
-            self._model or self._query, _history(self._params), dict(self._config)
-        )
-        self._prompt_tokens = sum(textgen.count_tokens(m["text"]) + 4 for m in self.record.history)
+        self.record: PredictionRecord = state.new_record(self._model or request.query, request.history, request.config)
+        with state.changing():
+            self.record.tools = [t["name"] for t in request.tools]
+            self.record.structured = request.structured
+            self.record.images = request.images
+            self.record.preset = request.preset
+            self.record.draft_model = request.draft_model
+        self._prompt_tokens = sum(textgen.count_tokens(m["text"]) + 4 for m in request.history)
         self._started = time.monotonic()
         self._first_token_at: float | None = None
         self._generating_since: float | None = None
@@ -155,14 +119,26 @@ class PredictionChannel(Channel):
         model = self._model
         catalogue = self.state.catalogue
         if model is None:
-            loaded = [info["identifier"] for info in catalogue.loaded_infos()]
+            loaded = [i.identifier for i in catalogue.instances("llm")]
             self._finish("failed", error="model not found")
             await self.fail(protocol.model_not_found(self._query, loaded))
             return
-        # JIT load: the predict channel has no load packets, so the load is silent.
-        if not catalogue.is_loaded(model) and not await load_model(self.state, model, self._cancel):
-            await self._succeed("userStopped")
+        assert self._spec is not None
+        refusal = answer.refusal(self._request, self._spec, catalogue)
+        if refusal is not None:
+            self._finish("failed", error=refusal["title"])
+            await self.fail(refusal)
             return
+        # JIT load: the predict channel has no load packets, so the load is silent.
+        if self._instance is None or self._instance.identifier not in {i.identifier for i in catalogue.instances()}:
+            self._instance = catalogue.instance(model, "llm") or await load_model(
+                self.state, model, self._cancel, reuse=True
+            )
+            if self._instance is None:
+                await self._succeed("userStopped")
+                return
+        with self.state.changing():
+            catalogue.touch(self._instance)  # a prediction restarts the instance's idle TTL
         faults = self.state.faults_for(model)
         if faults.stall:
             if faults.ignore_cancel:
@@ -175,34 +151,35 @@ class PredictionChannel(Channel):
             if self._cancel.is_set() or (i and await pause(step, self._cancel)):
                 await self._succeed("userStopped")
                 return
-            await self.send({"type": "promptProcessingProgress", "progress": i / PROMPT_STEPS})
+            await self.send(self._prompt_progress(i / PROMPT_STEPS))
         await self._generate(model)
 
-    def _plan(self) -> Iterator[Token]:
-        last_user = next((m["text"] for m in reversed(self.record.history) if m["role"] == "user"), "")
-        length = textgen.requested_length(last_user)
-        length = textgen.DEFAULT_ANSWER_TOKENS if length is None else length
-        if self._reasoning:
-            yield "<think>", "reasoningStartTag"
-            for text in textgen.reasoning_tokens(last_user):
-                yield text, "reasoning"
-            yield "</think>", "reasoningEndTag"
-            yield "\n\n", "none"
-        for text in islice(textgen.answer_tokens(last_user), length):
-            yield text, "none"
+    def _prompt_progress(self, progress: float) -> dict[str, Any]:
+        """A promptProcessingProgress packet; `details` is required by lmstudio-js 2.x."""
+        total = self._prompt_tokens
+        done = round(total * progress)
+        details = {
+            "cachedTokenCount": 0,
+            "totalPromptTokenCount": total,
+            "processedPromptTokenCount": done,
+            "unprocessedPromptTokenCount": total - done,
+        }
+        return {"type": "promptProcessingProgress", "progress": progress, "details": details}
 
     async def _generate(self, model: str) -> None:
-        max_tokens = _max_tokens(self._config)
-        stops = _stop_strings(self._config)
+        assert self._spec is not None
+        limit = max_tokens(self._request.config)
+        stops = stop_strings(self._request.config)
+        planned = answer.plan(self._request, self._spec, self.record.id)
         pending, pending_tokens = "", 0  # answer text held back while it may start a stop string
         generated = 0
         self._generating_since = time.monotonic()
-        for text, reasoning_type in self._plan():
+        for text, reasoning_type in planned.tokens:
             tps = self.state.settings_for(model).tokens_per_second
             if await pause(1 / tps if tps > 0 else 0, self._cancel):
                 await self._succeed("userStopped")
                 return
-            if max_tokens is not None and generated >= max_tokens:
+            if limit is not None and generated >= limit:
                 await self._flush(pending, pending_tokens)
                 await self._succeed("maxPredictedTokensReached")
                 return
@@ -235,7 +212,32 @@ class PredictionChannel(Channel):
                 await self._fragment(pending[: len(pending) - keep], pending_tokens, "none")
                 pending, pending_tokens = pending[len(pending) - keep :], 0
         await self._flush(pending, pending_tokens)
+        if planned.tool_call is not None:
+            await self._emit_tool_call(model, planned.tool_call)
+            return
         await self._succeed("eosFound")
+
+    async def _emit_tool_call(self, model: str, call: tools.ToolCall) -> None:
+        """LM Studio's tool call packets: start, name, argument fragments, then end (or failed)."""
+        await self.send({"type": "toolCallGenerationStart", "toolCallId": call.call_id})
+        await self.send({"type": "toolCallGenerationNameReceived", "name": call.name})
+        text = call.arguments_json()
+        for piece in [text[i : i + 8] for i in range(0, len(text), 8)]:
+            if self.state.faults_for(model).stall_in_tool_call:
+                await self._cancel.wait()  # the fault: hold the call open until the client cancels
+            if self._cancel.is_set():
+                await self._succeed("userStopped")
+                return
+            await self.send({"type": "toolCallGenerationArgumentFragmentGenerated", "content": piece})
+        if call.failed:
+            error = protocol.server_error("Failed to parse tool call: the arguments are not valid JSON")
+            await self.send({"type": "toolCallGenerationFailed", "error": error, "rawContent": text})
+            await self._succeed("eosFound")
+            return
+        with self.state.changing():
+            self.record.tool_calls.append(call.request())
+        await self.send({"type": "toolCallGenerationEnd", "toolCallRequest": call.request()})
+        await self._succeed("toolCalls")
 
     async def _flush(self, text: str, tokens: int) -> None:
         if text:
@@ -253,7 +255,7 @@ class PredictionChannel(Channel):
 
     async def _succeed(self, stop_reason: str) -> None:
         """Send the one final `success` and close the channel."""
-        assert self._model is not None
+        assert self._model is not None and self._spec is not None
         now = time.monotonic()
         predicted = self.record.tokens_generated
         stats: dict[str, Any] = {
@@ -267,15 +269,17 @@ class PredictionChannel(Channel):
         if self._first_token_at is not None and self._generating_since is not None:
             stats["timeToFirstTokenSec"] = self._first_token_at - self._generating_since
             stats["tokensPerSecond"] = predicted / max(now - self._generating_since, 1e-6)
+        # A prediction cancelled during its JIT load has no instance: report the model's would-be one.
+        instance = self._instance or Instance(self._model, self._spec, "sim-instance-ref-unloaded")
         status: Status = "cancelled" if stop_reason == "userStopped" else "completed"
         self._finish(status, stop_reason=stop_reason)
         await self.send(
             {
                 "type": "success",
                 "stats": stats,
-                "modelInfo": self.state.catalogue.instance_info(self._model),
-                "loadModelConfig": self.state.catalogue.load_config(),
-                "predictionConfig": {"fields": self._fields},
+                "modelInfo": instance.info(),
+                "loadModelConfig": self.state.catalogue.load_config(instance),
+                "predictionConfig": {"fields": self._request.fields},
             }
         )
         await self.close()

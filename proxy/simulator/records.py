@@ -15,8 +15,14 @@ class PredictionRecord:
 
     id: int
     model: str
-    history: list[dict[str, str]]
+    history: list[dict[str, Any]]
     config: dict[str, Any]
+    tools: list[str] = field(default_factory=list)  # names of the tools offered
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the tool call requests generated
+    structured: dict[str, Any] | None = None  # the structured output setting (json schema / gbnf)
+    images: list[dict[str, Any]] = field(default_factory=list)  # image files in the history
+    preset: str | None = None
+    draft_model: str | None = None
     status: Status = "running"
     tokens_generated: int = 0
     tokens_at_cancel: int | None = None
@@ -41,4 +47,10 @@ class PredictionRecord:
             "error": self.error,
             "history": [dict(m) for m in self.history],
             "config": dict(self.config),
+            "tools": list(self.tools),
+            "tool_calls": [dict(c) for c in self.tool_calls],
+            "structured": self.structured,
+            "images": [dict(i) for i in self.images],
+            "preset": self.preset,
+            "draft_model": self.draft_model,
         }

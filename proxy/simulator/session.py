@@ -13,7 +13,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from proxy.simulator import protocol, rpc
 from proxy.simulator.channel import Channel, ConnectionGone
 from proxy.simulator.loading import LoadChannel
+from proxy.simulator.models import ModelType
 from proxy.simulator.prediction import PredictionChannel
+from proxy.simulator.repository import DownloadChannel
 from proxy.simulator.state import SimState
 
 log = logging.getLogger(__name__)
@@ -146,12 +148,15 @@ class Session:
         channel: Channel
         if self._namespace == "llm" and endpoint == "predict":
             channel = PredictionChannel(self, channel_id, self._state, params)
-        elif self._namespace == "llm" and endpoint in ("getOrLoad", "loadModel"):
-            channel = LoadChannel(self, channel_id, self._state, params, always_load=endpoint == "loadModel")
+        elif self._namespace in ("llm", "embedding") and endpoint in ("getOrLoad", "loadModel"):
+            kind: ModelType = "llm" if self._namespace == "llm" else "embedding"
+            channel = LoadChannel(self, channel_id, self._state, params, kind=kind, always_load=endpoint == "loadModel")
+        elif self._namespace == "repository" and endpoint == "downloadModel":
+            channel = DownloadChannel(self, channel_id, self._state, params)
         else:
-            error = protocol.server_error(f"Unknown channel endpoint {self._namespace}/{endpoint}")
-            with contextlib.suppress(ConnectionGone):
-                await self.send(protocol.channel_error(channel_id, error))
+            # LM Studio answers an unknown endpoint with a warning and leaves the channel open
+            # (nothing more ever arrives on it); the SDKs log the warning and time out.
+            await self._warn(f"Unknown channel endpoint {self._namespace}/{endpoint} (channel {channel_id})")
             return
         self._channels[channel_id] = channel
         task = asyncio.create_task(self._run_channel(channel_id, channel), name=f"sim-{endpoint}-{channel_id}")

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from proxy.simulator.catalogue import Catalogue
 from proxy.simulator.controls import Faults, Settings
-from proxy.simulator.models import Catalogue, ModelSpec
+from proxy.simulator.files import FileStore
+from proxy.simulator.models import ModelSpec
 from proxy.simulator.records import PredictionRecord
 
 
@@ -23,7 +25,8 @@ class SimState:
         faults: Mapping[str | None, Faults] | None = None,
     ) -> None:
         self._cond = threading.Condition()
-        self.catalogue = Catalogue(models)
+        self.catalogue = Catalogue(models, lock=self._cond)
+        self.files = FileStore()
         self._settings = settings
         self._model_settings: dict[str, dict[str, Any]] = {}
         self._faults: dict[str | None, Faults] = dict(faults or {})
@@ -37,7 +40,7 @@ class SimState:
             yield
             self._cond.notify_all()
 
-    def new_record(self, model: str, history: list[dict[str, str]], config: dict[str, Any]) -> PredictionRecord:
+    def new_record(self, model: str, history: list[dict[str, Any]], config: dict[str, Any]) -> PredictionRecord:
         with self.changing():
             record = PredictionRecord(id=next(self._ids), model=model, history=history, config=config)
             self._records.append(record)

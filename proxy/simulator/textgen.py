@@ -25,6 +25,14 @@ def requested_length(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_GREETING = re.compile(r"^\W*(hello|hi|hey|good (morning|afternoon|evening))\b", re.I)
+
+
+def is_greeting(text: str) -> bool:
+    """A prompt that opens with a greeting gets one back (a question, as a chat model's would be)."""
+    return _GREETING.match(text) is not None
+
+
 def count_tokens(text: str) -> int:
     """A simple deterministic token count (words and punctuation)."""
     return len(_TOKEN.findall(text))
