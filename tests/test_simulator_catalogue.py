@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,10 @@ async def test_embeddings_are_deterministic_vectors_of_the_model_dimension(mirro
         count = await model.count_tokens("Hello, world!")
         length = await model.get_context_length()
         listed = [m.identifier for m in await client.embedding.list_loaded()]
+    assert isinstance(one, Sequence) and isinstance(two, Sequence)
     assert len(one) == len(two) == 768 and one == again and one != two
     assert abs(sum(v * v for v in one) - 1) < 1e-3
-    assert len(tokens) == count + 2 and length == 2048
+    assert isinstance(tokens, Sequence) and len(tokens) == count + 2 and length == 2048
     assert listed == ["text-embedding-nomic-embed-text-v1.5"]
 
 

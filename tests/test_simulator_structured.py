@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 import lmstudio
 import pytest
@@ -77,7 +77,7 @@ async def test_an_invalid_schema_or_grammar_is_refused(simulator: Simulator, str
     async with asyncio.timeout(TIMEOUT), lmstudio.AsyncClient(simulator.host_port) as client:
         model = await client.llm.model("simulated-llm")
         with pytest.raises(lmstudio.LMStudioServerError, match="Invalid structured output"):
-            await model.respond("Anything", config={"structured": structured})
+            await model.respond("Anything", config=cast(lmstudio.LlmPredictionConfigDict, {"structured": structured}))
     [record] = simulator.predictions()
     assert record["status"] == "failed" and record["tokens_generated"] == 0
 

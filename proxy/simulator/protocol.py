@@ -14,10 +14,6 @@ MAX_MESSAGE_BYTES = 64 * 1024  # the Python SDK's websocket frame limit
 NAMESPACES = ("llm", "embedding", "files", "repository", "system")
 
 
-class ProtocolError(Exception):
-    """A malformed client message; answered with an error, the socket stays up."""
-
-
 def check_auth(message: Any) -> str | None:
     """Return None if `message` is a valid auth packet, else the reason it is not."""
     if not isinstance(message, dict):

@@ -135,11 +135,6 @@ class Simulator:
     def base_url(self) -> str:
         return f"http://{self.host_port}"
 
-    @property
-    def ws_url(self) -> str:
-        """What the JavaScript SDK takes as `baseUrl`."""
-        return f"ws://{self.host_port}"
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _bind(self) -> socket.socket:

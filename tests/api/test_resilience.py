@@ -163,7 +163,8 @@ def test_idle_connections_outlive_client_pools(
     proc = ProxyProcess(simulator_factory(), tmp_path / "db.sqlite3", free_port(), "--config", str(config))
     processes.append(proc)
     with socket.create_connection(("127.0.0.1", proc.port), timeout=30) as sock:
-        sock.sendall(f"GET /v1/model/response/output-modes HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\r\n".encode())
+        request = f"GET /v1/model/response/output-modes HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n\r\n"
+        sock.sendall(request.encode())
         received = b""
         while b"output_modes" not in received:
             received += sock.recv(65536)
