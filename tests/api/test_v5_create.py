@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import aitronos
+import jsonschema
 import pytest
 from support import Harness
 
@@ -169,10 +170,16 @@ def test_every_field_either_sdk_can_send_is_declared() -> None:
     assert v5_message - set(CreateResponseRequest.model_fields["inputs"].annotation.__args__[0].model_fields) == set()  # type: ignore[union-attr]
 
 
-def test_structured_output_reaches_lm_studio(harness: Harness) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+def test_structured_output_reaches_lm_studio_and_the_answer_fits(harness: Harness) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer", "minimum": 0}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
     with harness.client() as client:
-        _say(client, "where", output_mode="json_schema", json_schema={"name": "place", "schema": schema})
+        answer = _say(client, "where", output_mode="json_schema", json_schema={"name": "place", "schema": schema})
+        jsonschema.validate(json.loads(answer["response"]), schema)
         assert harness.sim.predictions()[-1]["config"]["llm.prediction.structured"] == {
             "type": "json", "jsonSchema": schema,
         }  # fmt: skip
