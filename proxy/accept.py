@@ -7,6 +7,9 @@ go stale (two requests on one thread: exactly one runs).
 
 from __future__ import annotations
 
+from typing import Any
+
+from proxy import history
 from proxy.bridge import prediction_config
 from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown, ValidationError
 from proxy.spec import StreamSpec
@@ -15,28 +18,6 @@ from proxy.streams import ActiveStream
 from proxy.wire.requests import CreateResponseRequest, structured_schema
 
 ORGANIZATION = "org_local"
-
-
-def history(stored: list[tuple[str, str]], req: CreateResponseRequest) -> list[dict[str, str]]:
-    """The messages LM Studio gets: system prompt, then the thread, then the new inputs.
-
-    Empty messages are skipped and consecutive assistant messages merged: the SDK merges
-    consecutive user messages itself but rejects consecutive assistant ones.
-    """
-    messages: list[dict[str, str]] = []
-    system = [m.text() for m in req.inputs if m.role == "system"]
-    if req.instructions:
-        system.insert(0, req.instructions)
-    if system:
-        messages.append({"role": "system", "content": "\n\n".join(system)})
-    for role, text in [*stored, *((m.role, m.text()) for m in req.inputs if m.role != "system")]:
-        if not text or role not in ("user", "assistant"):
-            continue
-        if messages and role == "assistant" and messages[-1]["role"] == "assistant":
-            messages[-1]["content"] += "\n\n" + text
-        else:
-            messages.append({"role": role, "content": text})
-    return messages
 
 
 def _reset_point(proxy: Proxy, owner: str, response_id: str, thread_id: str | None) -> tuple[str, tuple[str, bool]]:
@@ -66,7 +47,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
     cut: tuple[str, bool] | None = None
     if req.previous_response_id:
         thread_id, cut = _reset_point(proxy, owner, req.previous_response_id, thread_id)
-    stored: list[tuple[str, str]] = []
+    stored: list[history.Stored] = []
     if thread_id:
         thread = proxy.store.get_thread(thread_id)
         if thread is None:
@@ -88,7 +69,11 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         "metadata": req.metadata or {},
         "visible_in_ui": req.store is not False,
     }
-    inputs: list[tuple[str, str]] = [(m.role, m.text()) for m in req.inputs if m.role != "system"]
+    inputs: list[tuple[str, str, dict[str, Any] | None]] = [
+        (m.role, m.text(), {"tool_call_id": m.tool_call_id} if m.tool_call_id else None)
+        for m in req.inputs
+        if m.role != "system"
+    ]
     thread_id, response_id, message_ids, created = proxy.store.begin_response(
         owner, thread_id or "", model, inputs, thread_fields, cut
     )
@@ -99,8 +84,10 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         message_ids=message_ids,
         thread_created=created,
         model=model,
-        messages=history(stored, req),
-        prediction_config=prediction_config(req.temperature, req.top_p, req.max_tokens, structured_schema(req)),
+        messages=history.build(stored, req),
+        prediction_config=prediction_config(
+            req.temperature, req.top_p, req.max_tokens, structured_schema(req), history.tool_specs(req)
+        ),
         output_mode=req.output_mode or "text",
         trace_id=trace_id,
         streaming=bool(req.stream),

@@ -113,6 +113,9 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
         ],
         "usage": usage_json(final.usage),
     }
+    if final.tool_calls:
+        body["tool_calls"] = final.tool_calls
+        body["stop_reason"] = "tool_calls"
     response = JSONResponse(body)
     # Time in the proxy outside LM Studio: before LM Studio was asked, and after it was done.
     overhead = (stream.lm_started - request.state.started) + (time.perf_counter() - stream.lm_finished)

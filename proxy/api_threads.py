@@ -56,7 +56,7 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bo
         content = plain(content)
     elif message["role"] == "assistant" and output_mode in ("structured", "blocks"):
         blocks = render_blocks(content)
-    return {
+    body: bodies.Message = {
         "id": message["id"],
         "object": "thread.message",
         "created_at": message["created_at"],
@@ -65,8 +65,15 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bo
         "content": content,
         "metadata": message["metadata"],
         "response_blocks": cast(list[bodies.ResponseBlock] | None, blocks),
-        **({"deleted_at": message["deleted_at"]} if message.get("deleted_at") else {}),  # type: ignore[typeddict-item]
     }
+    if message.get("deleted_at"):
+        body["deleted_at"] = message["deleted_at"]
+    meta = message["metadata"]
+    if "tool_calls" in meta:
+        body["tool_calls"] = meta["tool_calls"]
+    if "tool_call_id" in meta:
+        body["tool_call_id"] = meta["tool_call_id"]
+    return body
 
 
 def _owned_thread(request: Request, owner: str) -> dict[str, Any]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
 import httpx
 import lmstudio
+from lmstudio.json_api import PredictionFragmentEvent, PredictionToolCallEvent
 
 from proxy.config import LMStudioConfig
 from proxy.errors import BackendUnavailable, ResourceNotFound
@@ -47,8 +49,17 @@ START_HINT = (
 )
 
 
+class ToolCall(NamedTuple):
+    """A function call the model made: the client runs it and sends the result back."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
 class Fragment(NamedTuple):
-    """One piece of generated text; `kind` is content, reasoning, reasoning_start or reasoning_end.
+    """One piece of generated text; `kind` is content, reasoning, reasoning_start, reasoning_end,
+    or tool_call (then `call` is set and `content` is empty).
 
     A NamedTuple, not a frozen dataclass: one is built per token, and this is far cheaper.
     """
@@ -56,6 +67,7 @@ class Fragment(NamedTuple):
     content: str
     tokens: int
     kind: str
+    call: ToolCall | None = None
 
 
 _KINDS = {
@@ -91,9 +103,18 @@ class Prediction:
         arrive, costs far less than a timeout around every token.
         """
         try:
-            async for fragment in self._stream:
-                self.generated_tokens += fragment.tokens_count
-                yield Fragment(fragment.content, fragment.tokens_count, _KINDS.get(fragment.reasoning_type, "content"))
+            # The SDK's private event iterator: `async for` on the stream drops tool calls (only
+            # `act()` sees them, and `act()` runs tools itself, with no cancel).
+            async for event in self._stream._iter_events():
+                if isinstance(event, PredictionFragmentEvent):
+                    fragment = event.arg
+                    self.generated_tokens += fragment.tokens_count
+                    kind = _KINDS.get(fragment.reasoning_type, "content")
+                    yield Fragment(fragment.content, fragment.tokens_count, kind)
+                elif isinstance(event, PredictionToolCallEvent):
+                    request = event.arg
+                    call_id = request.id or f"call_{secrets.token_hex(8)}"
+                    yield Fragment("", 0, "tool_call", ToolCall(call_id, request.name, dict(request.arguments or {})))
         except lmstudio.LMStudioServerError as exc:
             raise BackendUnavailable(f"LM Studio failed the prediction: {exc}") from exc
         except TRANSPORT_ERRORS as exc:
@@ -338,7 +359,7 @@ class Bridge:
         self._handles[key] = handle
         return handle
 
-    async def predict(self, handle: Any, messages: list[dict[str, str]], config: dict[str, Any]) -> Prediction:
+    async def predict(self, handle: Any, messages: list[dict[str, Any]], config: dict[str, Any]) -> Prediction:
         """Send the prediction request now (eagerly) and return it."""
 
         async def start(_client: lmstudio.AsyncClient) -> Any:
@@ -351,9 +372,19 @@ class Bridge:
 
 
 def prediction_config(
-    temperature: float | None, top_p: float | None, max_tokens: int | None, schema: dict[str, Any] | None = None
+    temperature: float | None,
+    top_p: float | None,
+    max_tokens: int | None,
+    schema: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """LM Studio's prediction config; `tools` as `{name, description, parameters}` each."""
     config: dict[str, Any] = {}
+    if tools:
+        config["rawTools"] = {
+            "type": "toolArray",
+            "tools": [{"type": "function", "function": {k: v for k, v in t.items() if v is not None}} for t in tools],
+        }
     if schema is not None:  # structured output: LM Studio constrains the answer to the schema
         config["structured"] = {"type": "json", "jsonSchema": schema}
     if temperature is not None:

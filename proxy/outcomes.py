@@ -34,6 +34,7 @@ class Final:
     blocks: list[bodies.ResponseBlock] | None = None
     message_id: str | None = None
     error: ProxyError | None = None
+    tool_calls: list[bodies.ToolCall] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Ended:
     usage: Usage
     error: ProxyError | None
     http_answer: bool = False  # the client gets an HTTP status, not a terminal SSE event
+    tool_calls: list[bodies.ToolCall] = dataclasses.field(default_factory=list)
 
 
 def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
@@ -82,11 +84,16 @@ def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
 def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     s, usage, text, duration = ended.spec, ended.usage, ended.text, ended.duration
     rendered, blocks = render(text, s.output_mode)
+    metadata: dict[str, Any] = {"model": s.model, "stop_reason": usage.stop_reason}
+    if ended.tool_calls:
+        metadata["tool_calls"] = ended.tool_calls
     mid = store.finish_response(
-        s.response_id, status="completed", usage=usage, duration=duration, text=text,
-        metadata={"model": s.model, "stop_reason": usage.stop_reason},
+        s.response_id, status="completed", usage=usage, duration=duration, text=text, metadata=metadata,
     )  # fmt: skip
-    final = Final("completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid)
+    final = Final(
+        "completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid,
+        tool_calls=ended.tool_calls,
+    )  # fmt: skip
     event: ResponseCompletedEvent = {
         "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
         "response_id": s.response_id, "reasoning_content": None, "usage": usage_json(usage),
@@ -96,6 +103,9 @@ def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     else:
         event["response"] = rendered
     event["reasoning_content"] = ended.reasoning or None
+    if ended.tool_calls:
+        event["tool_calls"] = ended.tool_calls
+        event["stop_reason"] = "tool_calls"
     event["usage"] = usage_json(usage)  # last, as before: clients that print the event read it last
     return final, event
 

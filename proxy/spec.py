@@ -17,7 +17,7 @@ class StreamSpec:
     message_ids: list[str]
     thread_created: bool
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]  # in the SDK's chat-history form (`proxy/history.py`)
     prediction_config: dict[str, Any]
     output_mode: str
     trace_id: str

@@ -367,15 +367,15 @@ class Store:
         page = self._page("messages", where, [thread_id], limit, order, after, before)
         return Page([_message(r) for r in page.rows], page.has_more)
 
-    def history(self, thread_id: str, before: tuple[str, bool] | None = None) -> list[tuple[str, str]]:
-        """(role, content) of the thread's messages, oldest first, without soft-deleted ones;
-        with `before = (message_id, inclusive)`, only those before that message (or up to it)."""
-        sql = "SELECT role, content FROM messages WHERE thread_id = ? AND deleted_at IS NULL"
+    def history(self, thread_id: str, before: tuple[str, bool] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+        """(role, content, metadata) of the thread's messages, oldest first, without soft-deleted
+        ones; with `before = (message_id, inclusive)`, only those before that message (or up to it)."""
+        sql = "SELECT role, content, metadata FROM messages WHERE thread_id = ? AND deleted_at IS NULL"
         args: list[Any] = [thread_id]
         if before is not None:
             sql += f" AND seq {'<' if before[1] else '<='} (SELECT seq FROM messages WHERE id = ?)"
             args.append(before[0])
-        return [(r[0], r[1]) for r in self.db.execute(sql + " ORDER BY seq", args)]
+        return [(r[0], r[1], json.loads(r[2] or "{}")) for r in self.db.execute(sql + " ORDER BY seq", args)]
 
     def _merge_metadata(self, message_id: str, changes: dict[str, Any]) -> None:
         row = self.db.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -390,7 +390,7 @@ class Store:
         owner: str,
         thread_id: str,
         model: str,
-        inputs: list[tuple[str, str]],
+        inputs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any] | None]],
         thread_fields: dict[str, Any] | None,
         cut: tuple[str, bool] | None = None,
     ) -> tuple[str, str, list[str], bool]:
@@ -411,7 +411,10 @@ class Store:
                     f" AND seq {'>=' if inclusive else '>'} (SELECT seq FROM messages WHERE id = ?)",
                     (now_iso(), rid, thread_id, message_id),
                 )
-            ids = [self.add_message(thread_id, role, text, response_id=rid) for role, text in inputs]
+            ids = [
+                self.add_message(thread_id, item[0], item[1], item[2] if len(item) > 2 else None, response_id=rid)
+                for item in inputs
+            ]
             self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
             self.db.execute(
                 "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at)"

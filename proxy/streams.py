@@ -30,7 +30,7 @@ import time
 from typing import Any, Protocol
 
 from proxy import outcomes
-from proxy.bridge import Bridge, Prediction
+from proxy.bridge import Bridge, Prediction, ToolCall
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound
 from proxy.metrics import Metrics
@@ -38,6 +38,7 @@ from proxy.outbox import Outbox
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
+from proxy.wire.bodies import ToolCall as ToolCallJson
 from proxy.wire.events import ResponseCreatedEvent
 
 log = logging.getLogger("proxy.streams")
@@ -74,6 +75,7 @@ class ActiveStream:
                  "message": "Request accepted"}
             )  # fmt: skip
         self.parts: list[str] = []
+        self.tool_calls: list[ToolCallJson] = []  # calls the model made (the client runs them)
         self.reasoning: list[str] = []
         self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
         self.stop_elapsed = 0.0  # seconds from acceptance to the stop request
@@ -248,6 +250,8 @@ class ActiveStream:
                     elif kind == "reasoning":
                         self.reasoning.append(fragment.content)
                         self.outbox.push_text("reasoning.content", "content", fragment.content)
+                    elif kind == "tool_call" and fragment.call is not None:
+                        self._tool_call(fragment.call)
                     elif kind == "reasoning_start":
                         self.outbox.push({"event": "reasoning.started", "thread_id": self.thread_id})
                     else:
@@ -265,6 +269,13 @@ class ActiveStream:
             watchdog.cancel()
             self._deadline = None
         return prediction.usage()
+
+    def _tool_call(self, call: ToolCall) -> None:
+        entry: ToolCallJson = {"id": call.id, "tool_name": call.name, "tool_arguments": call.arguments}
+        self.tool_calls.append(entry)
+        self.outbox.push(
+            {"event": "response.block", "thread_id": self.thread_id, "block": {"type": "tool_call", **entry}}
+        )
 
     def _on_silence(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> None:
         """LM Studio sent nothing for too long: fail the stream, but stop LM Studio first."""
@@ -324,7 +335,7 @@ class ActiveStream:
         self.http_answer = not s.streaming or not self.committed
         ended = outcomes.Ended(
             s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
-            usage, error, self.http_answer,
+            usage, error, self.http_answer, self.tool_calls,
         )  # fmt: skip
         self.outcome, self.final, event = outcomes.record(store, ended)
         self.registry.finished(self, self.final.usage)

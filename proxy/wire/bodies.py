@@ -78,6 +78,15 @@ class OutputMessage(TypedDict):
     content: list[OutputText]
 
 
+class ToolCall(TypedDict):
+    """A function call the model made; the client runs it and sends the result back as a
+    `{role: "tool", tool_call_id, content}` input on the same thread."""
+
+    id: str
+    tool_name: str
+    tool_arguments: Annotated[dict[str, Any], Field(description="The arguments, as an object")]
+
+
 class ResponseBody(TypedDict):
     """The non-streaming answer: satisfies both the v5 SDK and aitronos-freddy's ModelResponse."""
 
@@ -95,6 +104,8 @@ class ResponseBody(TypedDict):
     model: str
     output: list[OutputMessage]
     usage: Usage
+    tool_calls: NotRequired[Annotated[list[ToolCall], Field(description="Calls the client must run (with tools)")]]
+    stop_reason: NotRequired[Annotated[str, Field(description="`tool_calls` when the model called tools")]]
 
 
 class CancelStreamResponse(TypedDict):
@@ -250,8 +261,10 @@ class Message(TypedDict):
     created_at: Timestamp
     updated_at: NotRequired[Annotated[Timestamp, Field(description="Only in the answer to an update")]]
     thread_id: str
-    role: Literal["user", "assistant", "system"]
+    role: Literal["user", "assistant", "system", "tool"]
     content: Annotated[str, Field(description="Always a string (rendered for output_mode, if given)")]
+    tool_calls: NotRequired[Annotated[list[ToolCall], Field(description="An assistant message's tool calls")]]
+    tool_call_id: NotRequired[Annotated[str, Field(description="A tool message: the call it answers")]]
     metadata: Annotated[
         dict[str, Any], Field(description="A stopped response's partial text has cancelled: true (and cancel_reason)")
     ]

@@ -20,6 +20,8 @@ _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
 # pydantic names the member of a union that failed in the error's location ('str',
 # 'list[union[...]]', a model's name): not a field. A value that fits no member is one error.
 _UNION_TAGS = {"str", "int", "float", "bool", "ContentBlock", "LegacyText"}
+# The tags of a discriminated union (`wire.requests.Tool`) name the member chosen: skipped.
+_CHOSEN_TAGS = {"function-tool", "other-tool"}
 
 
 def _field(loc: tuple[int | str, ...]) -> tuple[str, bool]:
@@ -27,6 +29,8 @@ def _field(loc: tuple[int | str, ...]) -> tuple[str, bool]:
     did); and whether the location went into a member of a union (then cut there)."""
     out = ""
     for part in loc:
+        if part in _CHOSEN_TAGS:
+            continue
         if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
             return out or "body", True
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -5,12 +5,12 @@ TypedDicts, built as plain dicts on the per-token path (`proxy/sse.py` encodes t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Discriminator, Field
 from typing_extensions import TypedDict
 
-from proxy.wire.bodies import CancelMode, ResponseBlock, Usage
+from proxy.wire.bodies import CancelMode, ResponseBlock, ToolCall, Usage
 
 STREAM_DESCRIPTION = """\
 Server-sent events. Every frame is a single `data:` line holding a JSON object whose `event` field
@@ -21,7 +21,7 @@ never HTTP errors.
 
 Events, in order: `response.processing`, `response.created`, then any of `response.heartbeat`,
 `reasoning.started` / `reasoning.content` / `reasoning.completed`, `response.content_delta`,
-then the terminal event."""
+`response.block` (a tool call), then the terminal event."""
 
 
 class ResponseProcessingEvent(TypedDict):
@@ -81,6 +81,21 @@ class ContentDeltaEvent(TypedDict):
     delta: str
 
 
+class ToolCallBlock(TypedDict):
+    type: Literal["tool_call"]
+    id: str
+    tool_name: str
+    tool_arguments: dict[str, Any]
+
+
+class ResponseBlockEvent(TypedDict):
+    """A tool call the model made (the client runs it)."""
+
+    event: Literal["response.block"]
+    thread_id: str
+    block: ToolCallBlock
+
+
 class ResponseCompletedEvent(TypedDict):
     """Terminal: normal end."""
 
@@ -94,6 +109,8 @@ class ResponseCompletedEvent(TypedDict):
     ]
     reasoning_content: str | None
     usage: Usage
+    tool_calls: NotRequired[list[ToolCall]]
+    stop_reason: NotRequired[Annotated[str, Field(description="`tool_calls` when the model called tools")]]
 
 
 class ResponseErrorEvent(TypedDict):
@@ -124,6 +141,7 @@ StreamEvent = Annotated[
     | ReasoningContentEvent
     | ReasoningCompletedEvent
     | ContentDeltaEvent
+    | ResponseBlockEvent
     | ResponseCompletedEvent
     | ResponseErrorEvent
     | ResponseCancelledEvent,

@@ -7,6 +7,7 @@ ignored (forward compatibility). Models are strict: `"0.5"` is not a number, `1`
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,9 @@ from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -75,10 +78,45 @@ class FileReference(_Shape):
     file_id: str = Field(max_length=MAX_ID)
 
 
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_TOOLS = 128
+
+
+class FunctionTool(_Shape):
+    """A function the client runs: the model may call it; the client sends the result back."""
+
+    type: Literal["function"]
+    name: str = Field(pattern=TOOL_NAME, description="1-64 letters, digits, _ or -")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (an object)")
+    strict: bool | None = Field(None, description="Accepted: LM Studio generates arguments for the schema anyway")
+
+
+class OtherTool(_Shape):
+    """Any other kind of tool (mcp, personalConnector, …): refused for now (422)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "function-tool" if kind == "function" else "other-tool"
+
+
+# By `type`: a function tool with a bad name is an error of that tool, not "some other kind".
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function-tool")] | Annotated[OtherTool, Tag("other-tool")],
+    Discriminator(_tool_kind),
+]
+
+
 class InputMessage(_Shape):
     role: Role = "user"
     files: list[FileReference] | None = Field(None, description="Files for this message (not supported yet: 422)")
-    tool_call_id: str | None = Field(None, max_length=MAX_ID, description="role 'tool' only (not supported yet: 422)")
+    tool_call_id: str | None = Field(
+        None, max_length=MAX_ID, description="role 'tool': the id of the call this is the result of"
+    )
     id: str | None = Field(None, description="Ignored: the id of a message the API returned")
     content: Content | None = Field(None, description="A string, or a list of text blocks (joined with newlines)")
     texts: list[LegacyText] | None = Field(None, description="Legacy form of content, used when content is absent")
@@ -89,8 +127,8 @@ class InputMessage(_Shape):
             return self.content
         if self.content is None:
             return "\n".join(t.text for t in self.texts or ())
-        if isinstance(self.content, dict):
-            return ""  # refused before it gets here (`request_errors`)
+        if isinstance(self.content, dict):  # a tool result's object: stored and sent as JSON text
+            return json.dumps(self.content, ensure_ascii=False, separators=(",", ":"))
         return "\n".join(
             b if isinstance(b, str) else b.text or ""
             for b in self.content
@@ -163,7 +201,9 @@ class CreateResponseRequest(_Shape):
     reasoning: Reasoning | None = None
     disable_rules: bool | None = Field(None, description="Honoured trivially: the proxy applies no rules")
     # Freddy features the proxy cannot honour: a value is refused (422), never silently dropped.
-    tools: list[Any] | None = Field(None, description=f"Function and MCP tools: {NOT_SUPPORTED} yet (422)")
+    tools: list[Tool] | None = Field(
+        None, max_length=MAX_TOOLS, description=f"Function tools (run by the client); other kinds: {NOT_SUPPORTED} yet"
+    )
     include: list[str] | None = Field(None, description=f"{NOT_SUPPORTED} (422 unless empty)")
     system_tools: dict[str, Any] | None = Field(None, description=f"{NOT_SUPPORTED}: any tool not 'off' is a 422")
     vector_store_ids: list[str] | None = Field(None, description=f"File search / RAG: {NOT_SUPPORTED} (422)")
@@ -234,7 +274,7 @@ class DeleteThreadsQuery(_Query):
     organization_id: str | None = Field(None, description="Only this organization's threads")
 
 
-NO_USER_MESSAGE = "must contain at least one user message (the last one is the query)"
+NO_USER_MESSAGE = "must contain a user message (the last one is the query) or a tool result"
 
 
 def _refused(field: str, what: str) -> dict[str, str]:
@@ -251,11 +291,14 @@ def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     has_user = False
     for i, m in enumerate(req.inputs):  # a plain loop: this runs on every request
-        has_user = has_user or m.role == "user"
+        has_user = has_user or m.role == "user" or m.role == "tool"
         if m.content is None and m.texts is None:
             errors.append({"field": f"inputs[{i}]", "message": "must have `content` (or the legacy `texts`)"})
-        elif m.role == "tool" or m.tool_call_id is not None:
-            errors.append(_refused(f"inputs[{i}].role", "tool results (tools come in a later release)"))
+        elif m.role == "tool":
+            if not m.tool_call_id:
+                errors.append({"field": f"inputs[{i}].tool_call_id", "message": "is required for role 'tool'"})
+        elif m.tool_call_id is not None:
+            errors.append({"field": f"inputs[{i}].tool_call_id", "message": "only a 'tool' message has one"})
         elif isinstance(m.content, dict):
             errors.append({"field": f"inputs[{i}].content", "message": "an object is only a tool result's content"})
         elif isinstance(m.content, list):
@@ -297,8 +340,16 @@ def _feature_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
             )  # fmt: skip
         if req.reasoning.summary in ("concise", "detailed"):
             errors.append(_refused("reasoning.summary", f"'{req.reasoning.summary}' (only off or auto)"))
-    if req.tools:
-        errors.append(_refused("tools", "tools (function and MCP tools come in a later release)"))
+    names: set[str] = set()
+    for i, tool in enumerate(req.tools or ()):
+        if isinstance(tool, OtherTool):
+            errors.append(_refused(f"tools[{i}].type", f"'{tool.type}' tools (function tools are)"))
+        elif tool.name in names:
+            errors.append({"field": f"tools[{i}].name", "message": f"duplicate tool name '{tool.name}'"})
+        else:
+            names.add(tool.name)
+            if tool.parameters is not None and tool.parameters.get("type", "object") != "object":
+                errors.append({"field": f"tools[{i}].parameters", "message": "must be a JSON Schema of type object"})
     if req.include:
         errors.append(_refused("include", ", ".join(req.include)))
     for key, setting in (req.system_tools or {}).items():

@@ -98,7 +98,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "bad response format": ({"responseFormat": {"type": "xml"}}, "response_format"),
 }
 NOT_HONOURED: dict[str, dict[str, Any]] = {
-    "tools": {"tools": [{"type": "function", "name": "f", "parameters": {}}]},
+    "tools[0].type": {"tools": [{"type": "personalConnector", "connector_id": "c"}]},
     "include": {"include": ["usage.detailed"]},
     "system_tools.web_search": {"system_tools": {"web_search": {"mode": "on"}}},
     "vector_store_ids": {"vector_store_ids": ["vs_1"]},
@@ -106,7 +106,6 @@ NOT_HONOURED: dict[str, dict[str, Any]] = {
     "workflow_id": {"workflow_id": "wf_1"},
     "reasoning.effort": {"reasoning": {"effort": "high"}},
     "reasoning.summary": {"reasoning": {"summary": "detailed"}},
-    "inputs[0].role": {"inputs": [{"role": "tool", "tool_call_id": "c1", "content": {"ok": True}}]},
     "inputs[0].files": {"inputs": [{"content": "look", "files": [{"file_id": "file_1"}]}]},
     "inputs[0].content[1]": {"inputs": [{"content": [{"type": "text", "text": "a"}, {"type": "image", "url": "x"}]}]},
 }

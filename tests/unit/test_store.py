@@ -104,9 +104,9 @@ def test_messages_update_delete_and_history(store: Store) -> None:
     store.update_message(first, None, {"b": 2})
     edited = store.get_message(tid, first)
     assert edited is not None and edited["content"] == "q2" and edited["metadata"] == {"a": 1, "b": 2}  # merged
-    assert store.history(tid) == [("user", "q2"), ("assistant", "answer")]
+    assert store.history(tid) == [("user", "q2", {"a": 1, "b": 2}), ("assistant", "answer", {})]
     store.delete_message(first)
-    assert store.history(tid) == [("assistant", "answer")]
+    assert store.history(tid) == [("assistant", "answer", {})]
     other = store.create_thread(OWNER)["id"]
     assert store.get_message(other, second) is None  # a message is found only in its own thread
 
@@ -275,7 +275,7 @@ def test_begin_response_creates_thread_messages_and_an_in_progress_row(store: St
 
     tid2, rid2, _, created2 = store.begin_response(OWNER, tid, "model-b", [("user", "again")], None)
     assert (tid2, created2) == (tid, False) and rid2 != rid
-    assert store.history(tid) == [("user", "hello"), ("user", "again")]
+    assert [(r, t) for r, t, _ in store.history(tid)] == [("user", "hello"), ("user", "again")]
     thread = store.get_thread(tid)
     assert thread is not None and thread["last_model_used"] == "model-b"
 
@@ -360,7 +360,7 @@ def test_quick_edit_keeps_a_thread_with_older_messages(store: Store) -> None:
         delete_thread_if_empty=True,
     )
     assert store.get_thread(tid) is not None
-    assert store.history(tid) == [("user", "one"), ("assistant", "answer one")]
+    assert [(r, t) for r, t, _ in store.history(tid)] == [("user", "one"), ("assistant", "answer one")]
 
 
 def test_quick_edit_without_delete_thread_if_empty_keeps_the_empty_thread(store: Store) -> None:
