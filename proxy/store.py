@@ -427,14 +427,20 @@ class Store:
         row = self.db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()
         return dict(row) if row else None
 
-    def checkpoint(self, response_id: str, thread_id: str, text: str) -> None:
-        """Save the partial text of a running prediction (an in-progress assistant message)."""
+    def checkpoint(
+        self, response_id: str, thread_id: str, text: str, tool_calls: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Save the partial text (and the tool calls so far) of a running prediction, as an
+        in-progress assistant message: a crash keeps them."""
         row = self.db.execute("SELECT assistant_message_id FROM responses WHERE id = ?", (response_id,)).fetchone()
+        metadata: dict[str, Any] = {"in_progress": True, **({"tool_calls": tool_calls} if tool_calls else {})}
         with self.transaction() as db:
             if row is not None and row[0]:
-                db.execute("UPDATE messages SET content = ? WHERE id = ?", (text, row[0]))
+                db.execute(
+                    "UPDATE messages SET content = ?, metadata = ? WHERE id = ?", (text, json.dumps(metadata), row[0])
+                )
             else:
-                mid = self.add_message(thread_id, "assistant", text, {"in_progress": True}, response_id=response_id)
+                mid = self.add_message(thread_id, "assistant", text, metadata, response_id=response_id)
                 db.execute("UPDATE responses SET assistant_message_id = ? WHERE id = ?", (mid, response_id))
 
     def finish_response(

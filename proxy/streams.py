@@ -276,6 +276,7 @@ class ActiveStream:
         self.outbox.push(
             {"event": "response.block", "thread_id": self.thread_id, "block": {"type": "tool_call", **entry}}
         )
+        self._checkpoint(asyncio.get_running_loop().time())  # a call is rare and worth keeping at once
 
     def _on_silence(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> None:
         """LM Studio sent nothing for too long: fail the stream, but stop LM Studio first."""
@@ -293,7 +294,7 @@ class ActiveStream:
         self._last_checkpoint = now
         text = "".join(self.parts)
         self.parts = [text]  # one string, not one per token, for what came before (~50 B a token less)
-        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, text)
+        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, text, [dict(c) for c in self.tool_calls])
 
     def _on_load_progress(self, progress: float) -> None:
         # The SDK reports 100% for a model that is already loaded: not news for the client.
