@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aitronos import Aitronos
 
 from proxy import sse
 from proxy.background import BackgroundServer
@@ -43,6 +44,13 @@ class Harness:
 
     def registry_size(self) -> int:
         return len(self.server.proxy.registry.streams)
+
+
+def v5(harness: Harness) -> Aitronos:
+    """The v5 client over an httpx client the test closes (the SDK never closes its own)."""
+    http = httpx.Client(timeout=30)
+    harness.closers.append(http.close)
+    return Aitronos(api_key=KEY, base_url=harness.url, httpx_client=http)
 
 
 def read_events(response: httpx.Response) -> Iterator[dict[str, Any] | str]:

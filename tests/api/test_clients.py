@@ -6,16 +6,9 @@ import json
 
 import httpx
 import pytest
-from aitronos import Aitronos, AsyncAitronos
+from aitronos import AsyncAitronos
 from aitronos.core.http_sse import EventSource
-from support import KEY, Harness
-
-
-def v5(harness: Harness) -> Aitronos:
-    """The v5 client over an httpx client the test closes (the SDK never closes its own)."""
-    http = httpx.Client(timeout=30)
-    harness.closers.append(http.close)
-    return Aitronos(api_key=KEY, base_url=harness.url, httpx_client=http)
+from support import KEY, Harness, v5
 
 
 def test_v5_create_response_and_threads(harness: Harness) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
-from aitronos import Aitronos
 from aitronos.core.http_sse import EventSource
-from support import KEY, Harness, make_config
+from support import KEY, Harness, make_config, v5
 
 from proxy.history import NOT_EXECUTED
 
@@ -22,14 +20,8 @@ WEATHER = {
 }
 
 
-def _v5(h: Harness) -> Aitronos:
-    http = httpx.Client(timeout=30)
-    h.closers.append(http.close)
-    return Aitronos(api_key=KEY, base_url=h.url, httpx_client=http)
-
-
 def test_a_round_trip_through_the_v5_sdk(harness: Harness) -> None:
-    client = _v5(harness)
+    client = v5(harness)
     first = client.responses.create_response(inputs=[{"role": "user", "content": "Call get_weather"}], tools=[WEATHER])
     assert first["status"] == "completed" and first["stop_reason"] == "tool_calls"
     [call] = first["tool_calls"]
@@ -54,7 +46,7 @@ def test_a_round_trip_through_the_v5_sdk(harness: Harness) -> None:
 
 
 def test_a_tool_call_streams_as_a_block_through_the_v5_transport(harness: Harness) -> None:
-    http = _v5(harness)._client_wrapper.httpx_client
+    http = v5(harness)._client_wrapper.httpx_client
     body = {"inputs": [{"role": "user", "content": "Call get_weather"}], "tools": [WEATHER], "stream": True}
     with http.stream("v1/model/response", method="POST", json=body) as response:
         events = [json.loads(e.data) for e in EventSource(response).iter_sse() if e.data != "[DONE]"]
