@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import api_responses, api_threads, metrics, openapi, playground
+from proxy import api_files, api_responses, api_threads, metrics, openapi, playground
 from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
@@ -34,6 +34,7 @@ from proxy.errors import (
     ProxyError,
     ResourceNotFound,
 )
+from proxy.files import FileStore, files_directory
 from proxy.hosts import HostGuard
 from proxy.models import ModelCatalog
 from proxy.registry import StreamRegistry
@@ -263,6 +264,7 @@ def create_app(
     routes = [
         *api_responses.routes,
         *api_threads.routes,
+        *api_files.routes,
         *metrics.routes,
         *openapi.routes,
         *playground.routes,
@@ -297,4 +299,5 @@ def create_app(
         exception_handlers={ProxyError: _proxy_error, HTTPException: _http_error},
     )
     app.state.proxy = proxy
+    app.state.files = FileStore(store, config.files, files_directory(config.files.directory, db_path))
     return app

@@ -88,6 +88,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class FilesConfig:
+    __pydantic_config__ = _STRICT
+    directory: str = ""
+    max_file_bytes: Annotated[int, Field(ge=1)] = 20_971_520
+    max_files_per_upload: Annotated[int, Field(ge=1)] = 10
+    max_bytes_per_key: Annotated[int, Field(ge=0)] = 1_073_741_824
+    download_url_seconds: Annotated[int, Field(ge=1)] = 3600
+    upload_url_seconds: Annotated[int, Field(ge=1)] = 604_800
+
+
+@dataclass(frozen=True)
 class CorsConfig:
     __pydantic_config__ = _STRICT
     allow_origins: list[str] = field(default_factory=list)
@@ -110,6 +121,7 @@ class Config:
     cancel: CancelConfig = field(default_factory=CancelConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str | None = field(default=None, compare=False)

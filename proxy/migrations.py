@@ -5,6 +5,7 @@ Never edit a migration that has shipped: append a new function decorated with `@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable
 
@@ -98,3 +99,29 @@ def m002_soft_deleted_messages(db: sqlite3.Connection) -> None:
         CREATE INDEX messages_deleted_by ON messages(deleted_by) WHERE deleted_by IS NOT NULL
         """,
     )
+
+
+@migration
+def m003_files(db: sqlite3.Connection) -> None:
+    """Uploaded files (their bytes are on disk, named by id) and the key that signs their URLs."""
+    _script(
+        db,
+        """
+        CREATE TABLE files (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            owner TEXT NOT NULL,
+            organization_id TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            mime_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT,
+            status TEXT NOT NULL,
+            expires_at INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX files_owner ON files(owner, seq);
+        CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+        """,
+    )
+    db.execute("INSERT INTO settings VALUES ('files.signing_key', ?)", (secrets.token_hex(32),))

@@ -542,6 +542,73 @@ class Store:
         ).fetchall()
         return Page([dict(r) for r in rows[:limit]], len(rows) > limit)
 
+    # -- files (metadata; the bytes are on disk: proxy/files.py) -------------------------
+
+    def add_files(self, owner: str, organization_id: str, files: list[dict[str, Any]], status: str) -> None:
+        """Record files in one transaction; each dict: id, filename, mime_type, size, sha256, expires_at."""
+        ts = now_iso()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO files (id, owner, organization_id, filename, mime_type, size, sha256, status,"
+                " expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (f["id"], owner, organization_id, f["filename"], f["mime_type"], f["size"], f.get("sha256"),
+                     status, f.get("expires_at"), ts)
+                    for f in files
+                ],
+            )  # fmt: skip
+
+    def get_file(self, owner: str | None, file_id: str, status: str | None = "ready") -> dict[str, Any] | None:
+        """A file's row if it is the owner's (any owner's with None) and has `status` (any with None)."""
+        sql, args = "SELECT * FROM files WHERE id = ?", [file_id]
+        if owner is not None:
+            sql += " AND owner = ?"
+            args.append(owner)
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        row = self.db.execute(sql, args).fetchone()
+        return dict(row) if row else None
+
+    def list_files(self, owner: str, *, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """A page of the owner's ready files, newest first, and how many there are in all."""
+        rows = self.db.execute(
+            "SELECT * FROM files WHERE owner = ? AND status = 'ready' ORDER BY seq DESC LIMIT ? OFFSET ?",
+            (owner, limit, offset),
+        ).fetchall()
+        total = self.db.execute("SELECT COUNT(*) FROM files WHERE owner = ? AND status = 'ready'", (owner,))
+        return [dict(r) for r in rows], int(total.fetchone()[0])
+
+    def file_bytes(self, owner: str) -> int:
+        """Bytes the owner's files take or have reserved (pending uploads count their declared size)."""
+        return int(self.db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?", (owner,)).fetchone()[0])
+
+    def update_file(self, file_id: str, **fields: Any) -> None:
+        sets = [f"{key} = ?" for key in fields if key in ("mime_type", "size", "sha256", "status", "expires_at")]
+        if len(sets) != len(fields):
+            raise KeyError(", ".join(fields))
+        self.db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id = ?", [*fields.values(), file_id])
+
+    def delete_files(self, owner: str, file_ids: list[str] | None = None) -> list[str]:
+        """Delete the owner's files (all of them with None); return the ids deleted."""
+        sql, args = "SELECT id FROM files WHERE owner = ?", [owner]
+        ids = [r[0] for r in self.db.execute(sql, args)]
+        if file_ids is not None:
+            ids = [i for i in ids if i in set(file_ids)]
+        with self.transaction() as db:
+            db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
+        return ids
+
+    def expired_uploads(self, owner: str, now: int) -> list[str]:
+        """The owner's upload URLs that expired before their bytes were registered."""
+        rows = self.db.execute(
+            "SELECT id FROM files WHERE owner = ? AND status != 'ready' AND expires_at < ?", (owner, now)
+        )
+        return [r[0] for r in rows]
+
+    def setting(self, name: str) -> str:
+        return str(self.db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
+
 
 def _thread(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
