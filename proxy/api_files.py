@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -54,11 +54,14 @@ def _url(request: Request, path: str, **query: Any) -> str:
     return str(request.base_url).rstrip("/") + path + "?" + "&".join(f"{k}={v}" for k, v in query.items())
 
 
-async def _uploads(request: Request, limit: int) -> list[Incoming]:
+async def _form(request: Request, limit: int) -> FormData:
     try:
-        form = await request.form(max_files=limit + 1, max_fields=100)
+        return await request.form(max_files=limit + 1, max_fields=100)
     except HTTPException as exc:  # python-multipart's complaint, which Starlette makes a 400
         raise InvalidRequest(f"The multipart body is malformed: {exc.detail}") from None
+
+
+def _uploads(form: FormData, limit: int) -> list[Incoming]:
     uploads: list[Incoming] = []
     for name, value in form.multi_items():
         if not isinstance(value, UploadFile):
@@ -94,12 +97,12 @@ async def _uploads(request: Request, limit: int) -> list[Incoming]:
 async def upload_files(request: Request) -> Response:
     owner = proxy_of(request).auth.owner(request)
     store = files_of(request)
-    uploads = await _uploads(request, store.config.max_files_per_upload)
+    form = await _form(request, store.config.max_files_per_upload)
     try:
+        uploads = _uploads(form, store.config.max_files_per_upload)
         rows = await store.save(owner, request.path_params["organization_id"], uploads)
     finally:
-        for upload in uploads:
-            upload.file.close()
+        await form.close()  # the spooled temporary files
     body: wire.FileBatch = {
         "success": True,
         "message": f"Uploaded {len(rows)} file(s)",
