@@ -286,10 +286,12 @@ class FileStore:
 
     def sign(self, action: str, file_id: str, expires: int) -> str:
         key = self.store.setting("files.signing_key").encode()
-        return hmac.new(key, f"{action}:{file_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+        message = f"{action}:{file_id}:{expires}".encode("utf-8", "surrogatepass")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
 
     def verify(self, action: str, file_id: str, expires: int, token: str) -> bool:
-        return hmac.compare_digest(self.sign(action, file_id, expires), token)
+        # compare_digest takes ASCII strings only; a token is hex, so anything else is simply wrong.
+        return token.isascii() and hmac.compare_digest(self.sign(action, file_id, expires), token)
 
 
 def files_directory(configured: str, database: str | Path) -> Path | None:

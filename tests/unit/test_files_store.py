@@ -134,6 +134,8 @@ def test_tokens_bind_action_file_and_expiry(files: FileStore, tmp_path: Path) ->
     assert not files.verify("put", "file_1", 100, token)
     assert not files.verify("get", "file_2", 100, token)
     assert not files.verify("get", "file_1", 101, token)
+    assert not files.verify("get", "file_1", 100, "é" * 64)  # found by the fuzzer: not ASCII is not a token
+    assert not files.verify("get", "file_\ud800", 100, token)
     # The key is the database's: a second store on the same file signs alike.
     again = Store(files.store.path)
     try:
