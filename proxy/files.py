@@ -123,19 +123,22 @@ def _append(path: Path, data: bytes) -> None:
 
 class FileStore:
     """Each key's files: bytes under `directory`, rows in the store. What the create path uses:
-    `get(owner, id)`, `path(owner, id)`, `read_bytes(owner, id)` and `is_image(row)`."""
+    `get(owner, id)`, `await read(owner, id)` (or `path`, `read_bytes`) and `is_image(row)`."""
 
     def __init__(self, store: Store, config: FilesConfig, directory: Path | None) -> None:
         self.store = store
         self.config = config
         self._directory = directory  # None: a temporary folder, made on first use (a `:memory:` database)
+        self._made = False
 
     @property
     def directory(self) -> Path:
         if self._directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix="lmstudio-proxy-files-"))
             weakref.finalize(self, shutil.rmtree, self._directory, True)
-        self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self._made:  # once: not a system call for every path
+            self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._made = True
         return self._directory
 
     def disk_path(self, file_id: str, part: bool = False) -> Path:
@@ -158,6 +161,11 @@ class FileStore:
         """A ready file's bytes if it is the owner's (read whole: for images sent to LM Studio)."""
         path = self.path(owner, file_id)
         return path.read_bytes() if path else None
+
+    async def read(self, owner: str, file_id: str) -> bytes | None:
+        """`read_bytes` in a worker thread: what a request handler should call."""
+        path = self.path(owner, file_id)
+        return await asyncio.to_thread(path.read_bytes) if path else None
 
     # -- writing -------------------------------------------------------------------------
 

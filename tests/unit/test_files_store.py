@@ -77,6 +77,8 @@ async def test_save_get_read_and_delete(files: FileStore) -> None:
     image = rows[0]
     assert files.get("owner-a", image["id"]) == image and is_image(image) and not is_image(rows[1])
     assert files.read_bytes("owner-a", image["id"]) == PNG
+    assert await files.read("owner-a", image["id"]) == PNG
+    assert await files.read("owner-b", image["id"]) is None
     assert files.path("owner-a", image["id"]) == files.directory / image["id"]
     assert files.get("owner-b", image["id"]) is None and files.read_bytes("owner-b", image["id"]) is None
     assert files.delete("owner-b", image["id"]) is False
