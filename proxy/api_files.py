@@ -209,8 +209,11 @@ async def download_file(request: Request) -> Response:
         if found is None:
             raise ResourceNotFound(f"File {file_id} not found")
         row = found
+    path = store.disk_path(row["id"])
+    if not path.is_file():  # removed behind the proxy's back: say so, not a 500
+        raise ResourceNotFound(f"The bytes of file {row['id']} are gone from the proxy's files folder")
     return FileResponse(
-        store.disk_path(row["id"]),
+        path,
         media_type=row["mime_type"],
         filename=row["filename"],
         content_disposition_type="attachment",

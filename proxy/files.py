@@ -220,11 +220,12 @@ class FileStore:
         self, owner: str, organization_id: str, declared: list[tuple[str, int, str | None]]
     ) -> list[dict[str, Any]]:
         """Upload URLs: pending rows for (filename, size, mime type) whose bytes come later."""
+        for filename, size, _ in declared:
+            self._check_size(clean_name(filename), size)
         self.expire_uploads(owner)
         rows: list[dict[str, Any]] = []
         for filename, size, mime in declared:
             name = clean_name(filename)
-            self._check_size(name, size)
             rows.append({
                 "id": new_id("file"), "filename": name, "size": size,
                 "mime_type": mime_type_of(b"", mime, name),

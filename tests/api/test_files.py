@@ -287,6 +287,9 @@ def test_download_links_expire_and_are_bound_to_their_file(harness: Harness) -> 
     with pytest.raises(ApiError) as caught:
         client.files.download_file_content(ORG, a.id, token="0" * 64, expires=int(link.params["expires"]))
     envelope(caught.value, 401, "AUTHENTICATION_REQUIRED")
+    (store.directory / b.id).unlink()  # bytes removed behind the proxy's back: a 404, not a 500
+    gone = httpx.get(client.files.get_file_content(ORG, b.id).download_url)
+    assert gone.status_code == 404 and "gone" in gone.json()["error"]["message"]
 
 
 def test_deleting_an_owners_files_removes_their_bytes(harness: Harness, tmp_path: Path) -> None:
