@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy import history
+from proxy import history, images
 from proxy.bridge import prediction_config
 from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown, ValidationError
+from proxy.files import FileStore
 from proxy.spec import StreamSpec
 from proxy.state import Proxy
 from proxy.streams import ActiveStream
-from proxy.wire.requests import CreateResponseRequest, structured_schema
+from proxy.wire.requests import NOT_SUPPORTED, CreateResponseRequest, structured_schema
 
 ORGANIZATION = "org_local"
+
+
+def _metadata(tool_call_id: str | None, found: list[images.Image]) -> dict[str, Any] | None:
+    meta: dict[str, Any] = {"tool_call_id": tool_call_id} if tool_call_id else {}
+    return {**meta, **images.note(found)} if found else meta or None
 
 
 def _reset_point(proxy: Proxy, owner: str, response_id: str, thread_id: str | None) -> tuple[str, tuple[str, bool]]:
@@ -31,7 +37,7 @@ def _reset_point(proxy: Proxy, owner: str, response_id: str, thread_id: str | No
     return response["thread_id"], (last, False)
 
 
-async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id: str) -> ActiveStream:
+async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id: str, files: FileStore) -> ActiveStream:
     """Resolve the model, check the thread, store the user message, and start the stream."""
     limit = proxy.config.limits.max_inputs
     if len(req.inputs) > limit:  # each one is a stored message and part of the history to build
@@ -42,6 +48,16 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
     if not proxy.registry.accepting:
         raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
     model = await proxy.catalog.resolve(req.model)
+    found = await images.collect(files, owner, req)
+    handles: dict[int, list[dict[str, Any]]] = {}
+    if found:
+        if proxy.catalog.vision(model) is False:
+            raise ValidationError(
+                f"Invalid request: inputs: the model {model} has no vision: {NOT_SUPPORTED}: images for it",
+                {"errors": [{"field": "inputs", "message": f"images need a vision model; {model} is not one"}]},
+            )
+        for image in found:  # uploaded to LM Studio now, so the prediction can start at once
+            handles.setdefault(image.index, []).append(await proxy.bridge.prepare_image(image.data, image.name))
     # From here to registry.start() nothing awaits.
     thread_id = req.thread_id
     cut: tuple[str, bool] | None = None
@@ -70,8 +86,8 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         "visible_in_ui": req.store is not False,
     }
     inputs: list[tuple[str, str, dict[str, Any] | None]] = [
-        (m.role, m.text(), {"tool_call_id": m.tool_call_id} if m.tool_call_id else None)
-        for m in req.inputs
+        (m.role, m.text(), _metadata(m.tool_call_id, [im for im in found if im.index == i]))
+        for i, m in enumerate(req.inputs)
         if m.role != "system"
     ]
     thread_id, response_id, message_ids, created = proxy.store.begin_response(
@@ -84,7 +100,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         message_ids=message_ids,
         thread_created=created,
         model=model,
-        messages=history.build(stored, req),
+        messages=history.build(stored, req, handles),
         prediction_config=prediction_config(
             req.temperature, req.top_p, req.max_tokens, structured_schema(req), history.tool_specs(req)
         ),

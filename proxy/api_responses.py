@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from proxy.accept import accept
 from proxy.errors import InsufficientPermissions
+from proxy.files import files_of
 from proxy.outcomes import usage_json
 from proxy.relay import EventStream
 from proxy.render import OUTPUT_MODES
@@ -48,7 +49,7 @@ async def create_response(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     req = decode_create(await request.body())
-    stream = await accept(proxy, owner, req, request.state.trace_id)
+    stream = await accept(proxy, owner, req, request.state.trace_id, files_of(request))
     if not req.stream:
         return await _wait_json(request, stream)
     # The prediction goes to LM Studio first (the SDK's send takes a few loop turns); setting

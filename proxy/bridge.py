@@ -284,6 +284,7 @@ class Bridge:
                     "identifier": info.identifier,
                     "display_name": info.display_name,
                     "context_length": info.context_length,
+                    "vision": bool(getattr(info, "vision", False)),
                 }
             )
         down = [
@@ -291,6 +292,7 @@ class Bridge:
                 "key": m.model_key,
                 "display_name": m.info.display_name,
                 "context_length": m.info.max_context_length,
+                "vision": bool(getattr(m.info, "vision", False)),
             }
             for m in downloaded
             if getattr(m, "type", "llm") == "llm"
@@ -358,6 +360,16 @@ class Bridge:
             raise ResourceNotFound(f"Model '{key}' not found in LM Studio.") from exc
         self._handles[key] = handle
         return handle
+
+    async def prepare_image(self, data: bytes, name: str) -> dict[str, Any]:
+        """Upload an image to LM Studio; the file handle, as a chat-history message part."""
+
+        async def upload(client: lmstudio.AsyncClient) -> Any:
+            return await client.files.prepare_image(data, name)
+
+        handle = await self._call("uploading an image", upload, self.config.connect_timeout_seconds)
+        part: dict[str, Any] = handle.to_dict()
+        return part
 
     async def predict(self, handle: Any, messages: list[dict[str, Any]], config: dict[str, Any]) -> Prediction:
         """Send the prediction request now (eagerly) and return it."""

@@ -18,18 +18,28 @@ NOT_EXECUTED = "The tool was not executed: no result was sent for this call."
 Stored = tuple[str, str, dict[str, Any]]  # role, content, metadata (as `Store.history` gives them)
 
 
-def build(stored: list[Stored], req: CreateResponseRequest) -> list[dict[str, Any]]:
+def build(
+    stored: list[Stored], req: CreateResponseRequest, images: dict[int, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
     """The messages for LM Studio. Empty text is skipped, and consecutive assistant messages
-    are merged: the SDK merges consecutive user messages itself but rejects assistant ones."""
+    are merged: the SDK merges consecutive user messages itself but rejects assistant ones.
+    `images` maps an input's index to its uploaded images (file handles, as message parts)."""
     messages: list[dict[str, Any]] = []
     system = [m.text() for m in req.inputs if m.role == "system"]
     if req.instructions:
         system.insert(0, req.instructions)
     if system:
         messages.append({"role": "system", "content": "\n\n".join(system)})
-    new = [(m.role, m.text(), {"tool_call_id": m.tool_call_id} if m.tool_call_id else {}) for m in req.inputs]
+    new = [
+        (m.role, m.text(), {"tool_call_id": m.tool_call_id} if m.tool_call_id else {}, (images or {}).get(i, []))
+        for i, m in enumerate(req.inputs)
+    ]
     pending: list[str] = []  # ids of calls still waiting for their result
-    for role, text, meta in [*stored, *(item for item in new if item[0] != "system")]:
+    empty: list[dict[str, Any]] = []
+    for role, text, meta, pictures in [
+        *((r, t, m, empty) for r, t, m in stored),
+        *(n for n in new if n[0] != "system"),
+    ]:
         if role == "tool":
             call_id = meta.get("tool_call_id")
             if call_id in pending:
@@ -44,6 +54,9 @@ def build(stored: list[Stored], req: CreateResponseRequest) -> list[dict[str, An
                 parts.append({"type": "toolCallRequest", "toolCallRequest": _request(call)})
                 pending.append(call["id"])
             messages.append({"role": "assistant", "content": parts})
+        elif pictures and role == "user":  # images: a text part (if any), then the file handles
+            text_part = [{"type": "text", "text": text}] if text else []
+            messages.append({"role": "user", "content": [*text_part, *pictures]})
         elif not text or role not in ("user", "assistant"):
             continue
         elif (

@@ -57,6 +57,13 @@ class ModelCatalog:
                 )
         return key
 
+    def vision(self, key: str) -> bool | None:
+        """Whether the model takes images, as LM Studio's model info says (None: not known)."""
+        for m in (*self.loaded, *self.downloaded):
+            if key in (m.get("identifier"), m.get("key")) and "vision" in m:
+                return bool(m["vision"])
+        return None
+
     def available(self) -> list[str]:
         names = [m["identifier"] for m in self.loaded]
         names += [m["key"] for m in self.downloaded if m["key"] not in names]

@@ -54,11 +54,22 @@ class _Shape(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
 
 
-class ContentBlock(_Shape):
-    """A content block. Text blocks are used; blocks of other types (image, file) are ignored."""
+TEXT_BLOCKS = (None, "text", "input_text")
+IMAGE_BLOCKS = ("image", "input_image", "image_url")
+FILE_BLOCKS = ("file", "input_file")
 
-    type: str | None = Field(None, description="`text` or `input_text`")
+
+class ContentBlock(_Shape):
+    """A content block: text, an image (inline as a data URL or base64, or a stored file), or a
+    stored file (`file_id`, from the files API). Images go to LM Studio for vision models."""
+
+    type: str | None = Field(None, description="`text`/`input_text`, `image`/`input_image`, or `file`/`input_file`")
     text: str | None = None
+    file_id: str | None = Field(None, max_length=MAX_ID, description="A file from the files API")
+    image_url: str | dict[str, Any] | None = Field(
+        None, description="An image as a `data:image/…;base64,…` URL (or `{url}`); other URLs are a 422"
+    )
+    data: str | None = Field(None, description="An image's bytes, base64")
 
     @model_validator(mode="after")
     def _text_block_has_text(self) -> ContentBlock:
@@ -303,10 +314,17 @@ def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
             errors.append({"field": f"inputs[{i}].content", "message": "an object is only a tool result's content"})
         elif isinstance(m.content, list):
             for j, block in enumerate(m.content):
-                if isinstance(block, ContentBlock) and block.type not in (None, "text", "input_text"):
-                    errors.append(_refused(f"inputs[{i}].content[{j}]", f"content blocks of type '{block.type}'"))
-        if m.files:
-            errors.append(_refused(f"inputs[{i}].files", "files in inputs"))
+                if not isinstance(block, ContentBlock) or block.type in TEXT_BLOCKS:
+                    continue
+                where = f"inputs[{i}].content[{j}]"
+                if block.type in IMAGE_BLOCKS:
+                    if block.file_id is None and block.image_url is None and block.data is None:
+                        errors.append({"field": where, "message": "an image needs file_id, image_url or data"})
+                elif block.type in FILE_BLOCKS:
+                    if block.file_id is None:
+                        errors.append({"field": where, "message": "a file block needs file_id"})
+                else:
+                    errors.append(_refused(where, f"content blocks of type '{block.type}'"))
     if not has_user:
         errors.append({"field": "inputs", "message": NO_USER_MESSAGE})
     if len(req.model_fields_set & _OPTIONAL_FEATURES) > 0:  # only then: rare fields, checked when given

@@ -106,8 +106,7 @@ NOT_HONOURED: dict[str, dict[str, Any]] = {
     "workflow_id": {"workflow_id": "wf_1"},
     "reasoning.effort": {"reasoning": {"effort": "high"}},
     "reasoning.summary": {"reasoning": {"summary": "detailed"}},
-    "inputs[0].files": {"inputs": [{"content": "look", "files": [{"file_id": "file_1"}]}]},
-    "inputs[0].content[1]": {"inputs": [{"content": [{"type": "text", "text": "a"}, {"type": "image", "url": "x"}]}]},
+    "inputs[0].content[1]": {"inputs": [{"content": [{"type": "text", "text": "a"}, {"type": "audio", "data": "x"}]}]},
 }
 
 
