@@ -26,7 +26,7 @@ from typing import Any, Literal, TextIO
 
 from proxy import config as config_module
 from proxy.bridge import FALLBACK_HOST, SDK_DEFAULT_PORTS, START_HINT, Bridge
-from proxy.config import Config
+from proxy.config import Config, LMStudioConfig
 from proxy.errors import BackendUnavailable, ConfigError
 from proxy.models import ModelCatalog
 from proxy.serve import is_loopback
@@ -186,6 +186,24 @@ async def _nothing_listens() -> str | None:
     if any(failure is None for failure in failures):
         return None
     return "; ".join(f for f in failures if f is not None)
+
+
+async def unreachable(config: LMStudioConfig, lmstudio_host: str | None) -> Problem | None:
+    """None if LM Studio answers where the proxy would look, else the problem (for `serve`'s banner).
+
+    As quick as `check`: about a second when nothing listens on any of the discovery's ports.
+    """
+    bridge = Bridge(config, host=lmstudio_host)
+    try:
+        if not bridge.configured_host and (nothing := await _nothing_listens()):
+            bridge.last_error = nothing
+            raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
+        await bridge.client()
+    except BackendUnavailable:
+        return Problem("error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or "")
+    finally:
+        await bridge.aclose()
+    return None
 
 
 async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:

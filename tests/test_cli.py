@@ -17,7 +17,7 @@ import pytest
 
 from proxy import doctor
 from proxy.cli import main
-from proxy.config import ENV_VAR
+from proxy.config import ENV_VAR, LMStudioConfig
 from proxy.serve import LoadProgress
 from proxy.simulator import Simulator
 
@@ -186,6 +186,24 @@ def test_check_discovery_fails_fast_when_connects_hang(
     assert code == 1, out
     assert out.count(f"{hanging_host}: no connection within 1 s") == 6, out
     assert elapsed < 3.0, f"check took {elapsed:.1f} s to fail"
+
+
+async def test_unreachable(simulator: Simulator, free_port: Callable[[], int]) -> None:
+    # What `serve` would print at start-up when LM Studio does not answer.
+    assert await doctor.unreachable(LMStudioConfig(), simulator.host_port) is None
+    host = f"127.0.0.1:{free_port()}"
+    problem = await doctor.unreachable(LMStudioConfig(), host)
+    assert problem is not None
+    assert problem.message == f"LM Studio does not answer at {host}."
+    assert "lmstudio-proxy serve --simulate" in problem.fix
+
+
+async def test_unreachable_discovery_is_quick(hanging_host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "DISCOVERY_HOSTS", (hanging_host,) * 6)
+    started = time.monotonic()
+    problem = await doctor.unreachable(LMStudioConfig(), None)
+    assert problem is not None and problem.detail.count("no connection within 1 s") == 6
+    assert time.monotonic() - started < 3.0
 
 
 class _Terminal(io.StringIO):
