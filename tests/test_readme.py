@@ -26,6 +26,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -316,9 +317,13 @@ RUNNABLE = [b for b in BLOCKS if b.kind not in ("server", "terminal 2")]
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])
 def test_example(block: Block, server: Server, tmp_path: Path) -> None:
     if block.kind == "lmstudio":
-        pytest.skip("needs a real LM Studio (its command lines are parsed by test_command_lines_parse...)")
+        pytest.skip(
+            "needs a real LM Studio (test_command_lines_parse_and_name_files_that_exist still parses its commands)"
+        )
     if block.kind == "skip":
         pytest.skip(block.reason)
+    if re.match(r"curl\b", block.text) and shutil.which("curl") is None:
+        pytest.skip("curl is not installed (scripts/test.sh installs it with apt-get when it can)")
     if block.kind == "terminal 1":
         stream_and_cancel(block, BLOCKS[BLOCKS.index(block) + 1], server)
     elif block.kind == "background":
