@@ -180,12 +180,14 @@ async def _accepts(host: str) -> str | None:
     return None
 
 
-async def _nothing_listens() -> str | None:
-    """When no candidate of the discovery accepts a connection, why not (one line); else None."""
+async def _fail_fast(bridge: Bridge) -> None:
+    """When `bridge` would discover LM Studio and no candidate accepts a connection, raise at once."""
+    if bridge.configured_host:
+        return  # one host: the SDK's single probe is as quick as ours
     failures = await asyncio.gather(*(_accepts(host) for host in DISCOVERY_HOSTS))
-    if any(failure is None for failure in failures):
-        return None
-    return "; ".join(f for f in failures if f is not None)
+    if all(failures):
+        bridge.last_error = "; ".join(f for f in failures if f)
+        raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
 
 
 async def unreachable(config: LMStudioConfig, lmstudio_host: str | None) -> Problem | None:
@@ -195,9 +197,7 @@ async def unreachable(config: LMStudioConfig, lmstudio_host: str | None) -> Prob
     """
     bridge = Bridge(config, host=lmstudio_host)
     try:
-        if not bridge.configured_host and (nothing := await _nothing_listens()):
-            bridge.last_error = nothing
-            raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
+        await _fail_fast(bridge)
         await bridge.client()
     except BackendUnavailable:
         return Problem("error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or "")
@@ -224,9 +224,7 @@ async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
         report.config_failed = any(p.severity == "error" for p in report.problems)
     catalog = ModelCatalog(bridge, config)
     try:
-        if not bridge.configured_host and (nothing := await _nothing_listens()):
-            bridge.last_error = nothing
-            raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
+        await _fail_fast(bridge)
         await catalog.refresh()
     except BackendUnavailable as exc:
         if bridge.host is None:  # never connected
