@@ -9,6 +9,11 @@ from starlette.requests import Request
 
 from proxy.errors import AuthenticationRequired
 
+#: With no `auth.api_keys`, any key is accepted, so the only mistake is sending none: say where it goes.
+MISSING_KEY = "Missing API key: send any non-empty key in the X-API-Key header (or api-key, or Authorization: Bearer)"
+#: With keys configured, whether the key was missing or wrong is not told apart.
+INVALID_KEY = "Invalid or missing API key (X-API-Key, api-key or Authorization: Bearer)"
+
 
 def request_key(request: Request) -> str | None:
     headers = request.headers  # case-insensitive
@@ -53,8 +58,8 @@ class Authenticator:
     def owner(self, request: Request) -> str:
         key = request_key(request)
         if key is None:
-            raise AuthenticationRequired("Invalid or missing API key")
+            raise AuthenticationRequired(INVALID_KEY if self._hashes else MISSING_KEY)
         owner = owner_of(key)
         if self._hashes and not any(hmac.compare_digest(owner, h) for h in self._hashes):
-            raise AuthenticationRequired("Invalid or missing API key")
+            raise AuthenticationRequired(INVALID_KEY)
         return owner

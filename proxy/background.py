@@ -1,9 +1,15 @@
-"""Run the proxy (and optionally the simulator) in a background thread: for notebooks, scripts and tests."""
+"""Run the proxy (and optionally the simulator) in a background thread: for notebooks, scripts and tests.
+
+Unless a `database` is given, the proxy keeps its threads in a temporary SQLite file, deleted
+on `stop()`: a notebook or a script never writes into the user's data directory, which a
+running `lmstudio-proxy serve` uses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +26,8 @@ class BackgroundServer:
 
     With `simulate=True` it also starts the LM Studio simulator (on a free port) and
     points the proxy at it; `simulator_options` go to `proxy.simulator.Simulator`.
+    `database` is the SQLite file to use; without one (and without `database.path` in
+    `config`) it is a temporary file, deleted by `stop()`. `database_path` says which.
     """
 
     def __init__(
@@ -43,6 +51,8 @@ class BackgroundServer:
             self.simulator = Simulator(**(simulator_options or {}))
         self._lmstudio_host = lmstudio_host
         self._database = database
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        self.database_path: Path | None = None  # the SQLite file in use, once started
         self._host = host
         self._port = port
         self._threaded: ThreadedServer | None = None
@@ -63,7 +73,13 @@ class BackgroundServer:
         if self.simulator is not None:
             self.simulator.start()
             host = host or self.simulator.host_port
-        self.app = create_app(self.config, lmstudio_host=host, database=self._database)
+        database = self._database or self.config.database.path or None
+        if database is None:
+            # ignore_cleanup_errors: on Windows a file the server still holds cannot be removed.
+            self._temporary = tempfile.TemporaryDirectory(prefix="lmstudio-proxy-", ignore_cleanup_errors=True)
+            database = Path(self._temporary.name) / "proxy.sqlite3"
+        self.database_path = Path(database)
+        self.app = create_app(self.config, lmstudio_host=host, database=database)
         sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]
         config = uvicorn_config(self.app, self.config, graceful_shutdown_seconds=10)
@@ -88,6 +104,9 @@ class BackgroundServer:
             self._threaded = None
         if self.simulator is not None:
             self.simulator.stop()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None
 
     def __enter__(self) -> BackgroundServer:
         return self.start()
@@ -108,7 +127,11 @@ def serve_in_background(
     port: int = 0,
     simulator_options: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """`with serve_in_background(simulate=True) as base_url:` — the proxy on a free port until the block ends."""
+    """`with serve_in_background(simulate=True) as base_url:` — the proxy on a free port until the block ends.
+
+    Threads are kept in a temporary database, deleted when the block ends, unless `database`
+    (or `database.path` in `config`) names one.
+    """
     server = BackgroundServer(
         config,
         simulate=simulate,

@@ -4,20 +4,29 @@ The checks read the config and ask LM Studio (through the bridge) what it has; t
 change anything. A problem is an `error` (the proxy cannot work: the config does not load, or
 LM Studio does not answer) or a `warning` (some requests will fail, e.g. an alias pointing at
 a model LM Studio does not have). Only errors make the commands exit non-zero.
+
+With `--simulate` they start the built-in simulator for the command and check against it.
+
+When discovering LM Studio, the SDK probes its ports one after another, each with a 1 s
+timeout: where connecting to a closed port hangs instead of being refused (filtered ports, some
+sandboxes and VMs, Windows' retries on localhost), "nothing is running" took six timeouts, ~7 s.
+So `inspect` first tries a TCP connection to every candidate at once, with that same 1 s: a port
+that does not accept one within it would fail the SDK's probe too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from proxy import config as config_module
-from proxy.bridge import START_HINT, Bridge
-from proxy.config import Config
+from proxy.bridge import FALLBACK_HOST, SDK_DEFAULT_PORTS, START_HINT, Bridge
+from proxy.config import Config, LMStudioConfig
 from proxy.errors import BackendUnavailable, ConfigError
 from proxy.models import ModelCatalog
 from proxy.serve import is_loopback
@@ -28,10 +37,17 @@ EXIT_OK = 0
 EXIT_UNREACHABLE = 1
 EXIT_CONFIG = 2
 
+#: Where the bridge looks for LM Studio when no host is configured, in its order.
+DISCOVERY_HOSTS = (*(f"127.0.0.1:{port}" for port in SDK_DEFAULT_PORTS), FALLBACK_HOST)
+#: The SDK's own probe timeout (`AsyncClient.is_valid_api_host`).
+PROBE_TIMEOUT = 1.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $LMSTUDIO_PROXY_CONFIG)")
-    parser.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
+    where.add_argument("--simulate", action="store_true", help="start the built-in LM Studio simulator and use it")
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class Report:
     listing: list[Model] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     config_failed: bool = False
+    simulated: bool = False
 
     @property
     def reachable(self) -> bool:
@@ -145,6 +162,50 @@ def _model_problems(report: Report) -> list[Problem]:
     return problems
 
 
+async def _accepts(host: str) -> str | None:
+    """None if `host` (HOST:PORT) accepts a TCP connection within PROBE_TIMEOUT, else why not."""
+    name, _, port = host.rpartition(":")
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(name.strip("[]"), int(port))
+    except TimeoutError:
+        return f"{host}: no connection within {PROBE_TIMEOUT:g} s"
+    except ConnectionRefusedError:
+        return f"{host}: connection refused"
+    except OSError as exc:
+        return f"{host}: {exc}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
+async def _fail_fast(bridge: Bridge) -> None:
+    """When `bridge` would discover LM Studio and no candidate accepts a connection, raise at once."""
+    if bridge.configured_host:
+        return  # one host: the SDK's single probe is as quick as ours
+    failures = await asyncio.gather(*(_accepts(host) for host in DISCOVERY_HOSTS))
+    if all(failures):
+        bridge.last_error = "; ".join(f for f in failures if f)
+        raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
+
+
+async def unreachable(config: LMStudioConfig, lmstudio_host: str | None) -> Problem | None:
+    """None if LM Studio answers where the proxy would look, else the problem (for `serve`'s banner).
+
+    As quick as `check`: about a second when nothing listens on any of the discovery's ports.
+    """
+    bridge = Bridge(config, host=lmstudio_host)
+    try:
+        await _fail_fast(bridge)
+        await bridge.client()
+    except BackendUnavailable:
+        return Problem("error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or "")
+    finally:
+        await bridge.aclose()
+    return None
+
+
 async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
     """Load the config, ask LM Studio what it has, and collect the problems (never raises for them)."""
     config_path = config_path or os.environ.get(config_module.ENV_VAR) or None
@@ -163,6 +224,7 @@ async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
         report.config_failed = any(p.severity == "error" for p in report.problems)
     catalog = ModelCatalog(bridge, config)
     try:
+        await _fail_fast(bridge)
         await catalog.refresh()
     except BackendUnavailable as exc:
         if bridge.host is None:  # never connected
@@ -187,7 +249,8 @@ def _models_line(models: list[dict[str, Any]], name: str) -> str:
 
 
 def print_report(report: Report, out: TextIO) -> None:
-    status = f"answers (connected to {report.host})" if report.reachable else "does not answer"
+    simulator = "; the built-in simulator" if report.simulated else ""
+    status = f"answers (connected to {report.host}{simulator})" if report.reachable else "does not answer"
     not_loaded = [m for m in report.downloaded if not any(m["key"] == lm["key"] for lm in report.loaded)]
     lines = [
         f"config:      {report.config_source}",
@@ -239,16 +302,31 @@ def _print_errors(report: Report, err: TextIO) -> None:
             print(f"lmstudio-proxy: {p.message}{detail}\n  fix: {p.fix}", file=err, flush=True)
 
 
+def _report(args: argparse.Namespace) -> Report:
+    """`inspect` LM Studio, or with `--simulate` a simulator started (and stopped) for the command."""
+    if not args.simulate:
+        return asyncio.run(inspect(args.config, args.lmstudio))
+    from proxy.simulator import Simulator
+
+    simulator = Simulator().start()
+    try:
+        report = asyncio.run(inspect(args.config, simulator.host_port))
+    finally:
+        simulator.stop()
+    report.simulated = True
+    return report
+
+
 def check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`lmstudio-proxy check`: print the report; non-zero on a config error or LM Studio not answering."""
-    report = asyncio.run(inspect(args.config, args.lmstudio))
+    report = _report(args)
     print_report(report, out)
     return report.exit_code
 
 
 def models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`lmstudio-proxy models`: the table of usable models and aliases; non-zero if LM Studio does not answer."""
-    report = asyncio.run(inspect(args.config, args.lmstudio))
+    report = _report(args)
     _print_errors(report, err)
     if report.reachable:
         print_models(report, out)

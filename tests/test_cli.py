@@ -9,13 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from proxy import doctor
 from proxy.cli import main
-from proxy.config import ENV_VAR
+from proxy.config import ENV_VAR, LMStudioConfig
 from proxy.serve import LoadProgress
 from proxy.simulator import Simulator
 
@@ -127,6 +129,81 @@ def test_models_lmstudio_down(free_port: Callable[[], int], capsys: pytest.Captu
     assert captured.out == ""
     assert "LM Studio does not answer" in captured.err
     assert "--simulate" in captured.err
+
+
+def test_check_simulate(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", "--simulate"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "— answers (connected to 127.0.0.1:" in out and "; the built-in simulator)" in out
+    assert "loaded:      simulated-llm (Simulated Llm, 4096 tokens)" in out
+    assert "No problems found." in out
+
+
+def test_models_simulate(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["models", "--simulate"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "simulated-large     Simulated Large     no      8192" in captured.out.splitlines()
+
+
+@pytest.mark.parametrize("command", ["check", "models"])
+def test_simulate_and_lmstudio_are_exclusive(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--simulate", "--lmstudio", "127.0.0.1:1234"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.fixture
+def hanging_host() -> Iterator[str]:
+    """HOST:PORT where connecting hangs rather than being refused, as on a filtered port: a listener
+    that never accepts, with its accept queue full, so the kernel drops further SYNs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(2)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            yield f"127.0.0.1:{port}"
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_check_discovery_fails_fast_when_connects_hang(
+    hanging_host: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Six candidates, as in the real discovery; the SDK probes them one after another, 1 s each.
+    monkeypatch.setattr(doctor, "DISCOVERY_HOSTS", (hanging_host,) * 6)
+    started = time.monotonic()
+    code = main(["check"])
+    elapsed = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.count(f"{hanging_host}: no connection within 1 s") == 6, out
+    assert elapsed < 3.0, f"check took {elapsed:.1f} s to fail"
+
+
+async def test_unreachable(simulator: Simulator, free_port: Callable[[], int]) -> None:
+    # What `serve` would print at start-up when LM Studio does not answer.
+    assert await doctor.unreachable(LMStudioConfig(), simulator.host_port) is None
+    host = f"127.0.0.1:{free_port()}"
+    problem = await doctor.unreachable(LMStudioConfig(), host)
+    assert problem is not None
+    assert problem.message == f"LM Studio does not answer at {host}."
+    assert "lmstudio-proxy serve --simulate" in problem.fix
+
+
+async def test_unreachable_discovery_is_quick(hanging_host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "DISCOVERY_HOSTS", (hanging_host,) * 6)
+    started = time.monotonic()
+    problem = await doctor.unreachable(LMStudioConfig(), None)
+    assert problem is not None and problem.detail.count("no connection within 1 s") == 6
+    assert time.monotonic() - started < 3.0
 
 
 class _Terminal(io.StringIO):

@@ -40,6 +40,8 @@ def test_quickstart_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     outputs = [cell_output(c) for c in code]
     start, reply, streamed, cancelled, thread, stop, prefix = outputs
     assert "proxy listening on http://127.0.0.1:" in start
+    database = Path(start.split("temporary database: ", 1)[1].strip())
+    assert database.name == "proxy.sqlite3" and not database.parent.exists()  # deleted by server.stop()
     assert "output tokens: 12" in reply
     text, end = streamed.rstrip("\n").rsplit("\n", 1)
     assert end == "[response.completed]"
