@@ -59,6 +59,19 @@ async def test_simulate_subprocess(free_port: Callable[[], int]) -> None:
     assert proc.returncode in (0, -signal.SIGINT, 130)
 
 
+async def test_sigterm_is_a_clean_stop(free_port: Callable[[], int]) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", "simulate", "--port", str(port), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    async with asyncio.timeout(TIMEOUT):
+        assert "listening" in (await proc.stdout.readline()).decode()
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
+    assert proc.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from proxy.simulator.models import DEFAULT_MODELS, ModelSpec, load_model_file
@@ -63,7 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-seconds", type=_non_negative, default=0.05, help="simulated prompt processing")
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
+    # uvicorn re-raises a SIGTERM after its graceful shutdown: a stop, not a crash (exit 0).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     models = list(args.models or [])
     if getattr(args, "models_file", None):
         try:
