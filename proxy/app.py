@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from proxy.errors import (
     PayloadTooLarge,
     ProxyError,
     ResourceNotFound,
+    StorageUnavailable,
 )
 from proxy.models import ModelCatalog
 from proxy.state import Proxy, default_database_path
@@ -170,17 +170,22 @@ async def _watch_for_exit(registry: StreamRegistry) -> None:
     await registry.shutdown()
 
 
-async def _checkpoint_wal(store: Store) -> None:
-    """Checkpoint the WAL in a worker thread about once a second, when something was written."""
+async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
+    """About once a second: look after the storage (`Store.maintain`), then checkpoint the WAL in a
+    worker thread if something was written (and the database has a WAL: `checkpoints`)."""
     seen = store.total_changes
     while True:
         await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
-        if store.total_changes != seen:
+        try:
+            store.maintain()
+        except Exception:  # a bug; the store's own faults are handled inside it
+            log.exception("looking after the database failed")
+        if checkpoints and store.total_changes != seen:
             seen = store.total_changes
             try:
                 await asyncio.to_thread(store.checkpoint_wal)
-            except sqlite3.Error as exc:  # the next round tries again; SQLite's data is safe in the WAL
-                log.warning("WAL checkpoint failed: %s", exc)
+            except StorageUnavailable as exc:  # the next round tries again; SQLite's data is safe in the WAL
+                log.warning("WAL checkpoint failed: %s", exc.message)
 
 
 def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
@@ -217,16 +222,21 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
-        if store.open_for_serving():
-            interrupted = store.recover_interrupted()
-            if interrupted:
-                log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
-        else:
-            log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
+        try:
+            if store.open_for_serving():
+                interrupted = store.recover_interrupted()
+                if interrupted:
+                    log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+            else:
+                log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
+        except StorageUnavailable as exc:  # serve anyway: each request that needs the store gets the 503
+            log.error("cannot recover interrupted responses: %s", exc.message)
+        store.reserve_space(config.database.reserve_bytes)
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(_watch_for_exit(registry), name="exit-watcher")]
-        if store.checkpoint_in_background():
-            tasks.append(loop.create_task(_checkpoint_wal(store), name="wal-checkpoints"))
+        tasks = [
+            loop.create_task(_watch_for_exit(registry), name="exit-watcher"),
+            loop.create_task(_checkpoint_wal(store, store.checkpoint_in_background()), name="wal-checkpoints"),
+        ]
         try:
             yield
         finally:

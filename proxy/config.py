@@ -21,6 +21,9 @@ class ServerConfig:
     port: int = 8000
     allow_open: bool = False
     keep_alive_seconds: int = 75
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ModelsConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     path: str = ""
+    reserve_bytes: int = 4_194_304
 
 
 @dataclass(frozen=True)

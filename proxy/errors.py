@@ -7,10 +7,12 @@ ProxyError                      -- anything the proxy reports to a client
 ├── ResourceNotFound (404)      -- unknown thread/message/model, no active stream
 ├── MethodNotAllowed (405)
 ├── StreamAlreadyActive (409)
+├── RequestTimeout (408)        -- the request body did not arrive in time
 ├── PayloadTooLarge (413)
 ├── ValidationError (422)       -- details.errors lists the fields
 ├── BackendUnavailable (503)    -- LM Studio unreachable or failed
 ├── ShuttingDown (503)          -- the proxy is stopping
+├── StorageUnavailable (503)    -- the database cannot be written (disk full, read-only, file gone)
 └── InternalError (500)
 ConfigError                     -- a bad config file or CLI value (not an HTTP error)
 """
@@ -59,6 +61,10 @@ class StreamAlreadyActive(ProxyError):
     status, code, type = 409, "STREAM_ALREADY_ACTIVE", "client_error"
 
 
+class RequestTimeout(ProxyError):
+    status, code, type = 408, "REQUEST_TIMEOUT", "client_error"
+
+
 class PayloadTooLarge(ProxyError):
     status, code, type = 413, "PAYLOAD_TOO_LARGE", "client_error"
 
@@ -73,6 +79,12 @@ class BackendUnavailable(ProxyError):
 
 class ShuttingDown(ProxyError):
     status, code, type = 503, "SERVER_SHUTTING_DOWN", "server_error"
+
+
+class StorageUnavailable(ProxyError):
+    """Raised by the store: nothing was written, and nothing will be until the storage is fixed."""
+
+    status, code, type = 503, "STORAGE_UNAVAILABLE", "server_error"
 
 
 class InternalError(ProxyError):
