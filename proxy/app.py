@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import time
@@ -26,14 +27,17 @@ from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import (
+    ConfigError,
     InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     ProxyError,
+    RequestTimeout,
     ResourceNotFound,
     StorageUnavailable,
 )
 from proxy.models import ModelCatalog
+from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 from proxy.state import Proxy, default_database_path
 from proxy.store import Store, now_iso
 from proxy.streams import StreamRegistry
@@ -190,14 +194,38 @@ async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
 
 def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
     """How the proxy is served, in the foreground (`serve`) and in a thread (`BackgroundServer`)."""
+    server = config.server
+    for key in ("header_timeout_seconds", "body_timeout_seconds"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{config.source or '<config>'}: key 'server.{key}' must be a number > 0")
+    if server.max_connections < 0:
+        raise ConfigError(f"{config.source or '<config>'}: key 'server.max_connections' must be an integer >= 0")
+
+    def timeout_response() -> bytes:
+        trace_id = "req_" + secrets.token_hex(8)
+        late = RequestTimeout(f"The request body did not arrive within {server.body_timeout_seconds:g} s.")
+        body = json.dumps(error_body(late, trace_id)).encode()
+        head = (
+            f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\nx-request-id: {trace_id}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    limits = ConnectionLimits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=server.max_connections or default_max_connections(),
+        timeout_response=timeout_response,
+    )
     return uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_seconds,
         # Longer than clients keep pooled connections (httpx: 5 s, uvicorn's own default), so
         # a client never sends a request on a connection the proxy is just closing.
-        timeout_keep_alive=config.server.keep_alive_seconds,
+        timeout_keep_alive=server.keep_alive_seconds,
     )
 
 

@@ -18,7 +18,7 @@ from proxy import config as config_module
 from proxy.app import create_app, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
-from proxy.errors import ConfigError, ProxyError
+from proxy.errors import ConfigError, ProxyError, StorageUnavailable
 from proxy.models import ModelCatalog
 from proxy.serving import bind
 from proxy.state import default_database_path
@@ -170,7 +170,13 @@ def run(args: argparse.Namespace) -> int:
             hint = " (is another lmstudio-proxy running? pick a free port with --port)" if taken else ""
             print(f"lmstudio-proxy: cannot listen on {where}: {exc.strerror}{hint}", file=sys.stderr, flush=True)
             return 1
-        app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
+        try:
+            app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
+        except StorageUnavailable as exc:  # read-only, immutable, corrupt, not a database: one line
+            sock.close()
+            print(f"lmstudio-proxy: {exc.message}", file=sys.stderr, flush=True)
+            return 1
+        server_config = uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2)
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"
         lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
@@ -183,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        server = uvicorn.Server(uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2))
+        server = uvicorn.Server(server_config)
         with sock:
             server.run(sockets=[sock])
     finally:
