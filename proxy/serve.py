@@ -63,6 +63,33 @@ def effective_config(args: argparse.Namespace) -> Config:
     return config
 
 
+class OneLinePerClosedChannel(logging.Filter):
+    """Keeps one of the lmstudio SDK's warnings per channel about messages on a channel already closed.
+
+    After a cancel that LM Studio does not confirm within `cancel.drain_timeout_seconds`, the
+    proxy closes the prediction's channel, and the SDK then logged ~400 bytes at WARNING for
+    every fragment still in flight: 100-850 KB in one two-minute load test. That flood filled
+    the test harness's unread stdout pipe (64 KiB), and the proxy's whole event loop blocked in
+    the middle of a log write: every stream went silent (the CI load test's ReadTimeout).
+    """
+
+    def __init__(self, remember: int = 1024) -> None:
+        super().__init__()
+        self._seen: dict[object, None] = {}  # insertion-ordered: the oldest are forgotten first
+        self._remember = remember
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "for already closed channel" not in str(record.msg):
+            return True
+        channel = getattr(record, "channel_id", None)
+        if channel in self._seen:
+            return False
+        self._seen[channel] = None
+        if len(self._seen) > self._remember:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
 def setup_logging(level: str) -> None:
     """`level` is the proxy's own; libraries show only warnings unless it is debug.
 
@@ -76,6 +103,7 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("proxy").setLevel(own)
+    logging.getLogger("AsyncWebsocketHandler").addFilter(OneLinePerClosedChannel())  # the SDK's logger
 
 
 class LoadProgress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -74,3 +75,26 @@ def test_immutable_database(tmp_path: Path, immutable: list[Path], suffixes: tup
         keep_open.close()
     _assert_one_clear_line(result, db, "immutable")
     assert "chattr -i" in result.stderr
+
+
+def test_late_fragments_on_a_closed_channel_log_one_line_per_channel() -> None:
+    # The lmstudio SDK warned once per fragment that arrived after the proxy closed a channel
+    # (a cancel LM Studio did not confirm in time): hundreds of KB of logs under load.
+    from lmstudio._logging import new_logger
+
+    from proxy.serve import OneLinePerClosedChannel
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("AsyncWebsocketHandler.test")
+    logger.addHandler(handler)
+    logger.addFilter(OneLinePerClosedChannel(remember=2))
+    logger.propagate = False
+    sdk = new_logger("AsyncWebsocketHandler.test")
+    for channel in (7, 7, 7, 8, 8, 9, 7):
+        sdk.warn(
+            f"Received unhandled message {{'channelId': {channel}}} for already closed channel", channel_id=channel
+        )
+    sdk.warn("Websocket closed unexpectedly")
+    assert [getattr(r, "channel_id", None) for r in records] == [7, 8, 9, 7, None]  # 7 was forgotten

@@ -4,13 +4,14 @@ Marked `slow`: deselected by default, run separately by `.ci/run` (`LOAD_SECONDS
 The figures it measured are printed (run with -s to see them).
 
 CI once failed here with `httpx.ReadTimeout` (60 s without a byte on one stream, although the
-proxy sends a heartbeat after 15 s of silence). Reproduced once in five 90-120 s runs on a
-loaded 2-core machine; the cause is not established yet. So that the next occurrence says
-where it stalled: a read timeout is a reported problem (with the stream's last event and the
-proxy's view of its thread), not an exception that hides the other workers' results; and the
-proxy's output is read all along (`OutputReader`), since `ProxyProcess` stops reading its pipe
-after the banner, and a proxy that logged more than a pipe holds (64 KiB) would block in the
-middle of a log write with its whole event loop.
+proxy sends a heartbeat after 15 s of silence). Reproduced here on a loaded 2-core machine (2 runs
+in 9): the proxy was blocked in `write(2)` on its stdout pipe (`/proc/PID/wchan` = anon_pipe_write,
+61,546 bytes unread), so its whole event loop stood still. `ProxyProcess` stops reading that pipe
+after the banner; under load some cancels outlast the drain timeout, the proxy closes those
+channels, and the lmstudio SDK logged a ~400-byte warning per fragment still in flight (100-850 KB
+a run). Hence `OutputReader`, which reads the proxy's output all along (and `serve` now logs one
+such warning per channel); and a read timeout is a reported problem naming the stream and its
+last event, not an exception that hides the other workers' results.
 """
 
 from __future__ import annotations
