@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,17 +27,21 @@ from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import (
+    ConfigError,
     InternalError,
     MethodNotAllowed,
     MisdirectedRequest,
     PayloadTooLarge,
     ProxyError,
+    RequestTimeout,
     ResourceNotFound,
+    StorageUnavailable,
 )
 from proxy.files import FileStore, files_directory
 from proxy.hosts import HostGuard
 from proxy.models import ModelCatalog
 from proxy.registry import StreamRegistry
+from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 from proxy.state import Proxy, default_database_path
 from proxy.store import Store, now_iso
 from proxy.wire.bodies import ErrorEnvelope
@@ -128,6 +132,9 @@ class RequestContext:
                 return message
 
             await self.app(scope, limited_receive, send_with_id)
+        except ClientDisconnect:  # the client left mid-request: nobody to answer, nothing to fix
+            access_log.info("client left during request %s", trace_id)
+            status = status or 499
         except Exception as exc:
             if response_started:
                 log.exception("request %s failed after its response started", trace_id)
@@ -185,29 +192,58 @@ def proxy_of_app(app: Starlette) -> Proxy:
     return proxy
 
 
-async def _checkpoint_wal(store: Store) -> None:
-    """Checkpoint the WAL in a worker thread about once a second, when something was written."""
+async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
+    """About once a second: look after the storage (`Store.maintain`), then checkpoint the WAL in a
+    worker thread if something was written (and the database has a WAL: `checkpoints`)."""
     seen = store.total_changes
     while True:
         await asyncio.sleep(WAL_CHECKPOINT_SECONDS)
-        if store.total_changes != seen:
+        try:
+            store.maintain()
+        except Exception:  # a bug; the store's own faults are handled inside it
+            log.exception("looking after the database failed")
+        if checkpoints and store.total_changes != seen:
             seen = store.total_changes
             try:
                 await asyncio.to_thread(store.checkpoint_wal)
-            except sqlite3.Error as exc:  # the next round tries again; SQLite's data is safe in the WAL
-                log.warning("WAL checkpoint failed: %s", exc)
+            except StorageUnavailable as exc:  # the next round tries again; SQLite's data is safe in the WAL
+                log.warning("WAL checkpoint failed: %s", exc.message)
 
 
 def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
     """How the proxy is served, in the foreground (`serve`) and in a thread (`BackgroundServer`)."""
+    server = config.server
+    for key in ("header_timeout_seconds", "body_timeout_seconds"):
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"{config.source or '<config>'}: key 'server.{key}' must be a number > 0")
+    if server.max_connections < 0:
+        raise ConfigError(f"{config.source or '<config>'}: key 'server.max_connections' must be an integer >= 0")
+
+    def timeout_response() -> bytes:
+        trace_id = "req_" + secrets.token_hex(8)
+        late = RequestTimeout(f"The request body did not arrive within {server.body_timeout_seconds:g} s.")
+        body = json.dumps(error_body(late, trace_id)).encode()
+        head = (
+            f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\nx-request-id: {trace_id}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    limits = ConnectionLimits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_connections=server.max_connections or default_max_connections(),
+        timeout_response=timeout_response,
+    )
     return uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=graceful_shutdown_seconds,
         # Longer than clients keep pooled connections (httpx: 5 s, uvicorn's own default), so
         # a client never sends a request on a connection the proxy is just closing.
-        timeout_keep_alive=config.server.keep_alive_seconds,
+        timeout_keep_alive=server.keep_alive_seconds,
     )
 
 
@@ -241,16 +277,20 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
-        if store.open_for_serving():
-            interrupted = store.recover_interrupted()
-            if interrupted:
-                log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
-        else:
-            log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
+        try:
+            if store.open_for_serving():
+                interrupted = store.recover_interrupted()
+                if interrupted:
+                    log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
+            else:
+                log.info("another lmstudio-proxy is serving %s: its running responses are left alone", store.path)
+        except StorageUnavailable as exc:  # serve anyway: each request that needs the store gets the 503
+            log.error("cannot recover interrupted responses: %s", exc.message)
+        store.reserve_space(config.database.reserve_bytes)
         loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
-        if store.checkpoint_in_background():
-            tasks.append(loop.create_task(_checkpoint_wal(store), name="wal-checkpoints"))
+        tasks = [
+            loop.create_task(_checkpoint_wal(store, store.checkpoint_in_background()), name="wal-checkpoints"),
+        ]
         try:
             yield
         finally:

@@ -36,6 +36,9 @@ class ServerConfig:
     allow_open: bool = False
     keep_alive_seconds: Annotated[int, Field(ge=1)] = 75
     allowed_hosts: list[str] = field(default_factory=list)
+    header_timeout_seconds: Seconds = 10.0
+    body_timeout_seconds: Seconds = 30.0
+    max_connections: Annotated[int, Field(ge=0)] = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class ModelsConfig:
 class DatabaseConfig:
     __pydantic_config__ = _STRICT
     path: str = ""
+    reserve_bytes: Annotated[int, Field(ge=0)] = 4_194_304
 
 
 @dataclass(frozen=True)

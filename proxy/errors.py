@@ -8,10 +8,12 @@ ProxyError                      -- anything the proxy reports to a client
 ├── MethodNotAllowed (405)
 ├── MisdirectedRequest (421)    -- a Host header the proxy does not serve (DNS rebinding)
 ├── StreamAlreadyActive (409)
+├── RequestTimeout (408)        -- the request body did not arrive in time
 ├── PayloadTooLarge (413)
 ├── ValidationError (422)       -- details.errors lists the fields
 ├── BackendUnavailable (503)    -- LM Studio unreachable or failed
 ├── ShuttingDown (503)          -- the proxy is stopping
+├── StorageUnavailable (503)    -- the database cannot be written (disk full, read-only, file gone)
 └── InternalError (500)
 ConfigError                     -- a bad config file or CLI value (not an HTTP error)
 """
@@ -82,6 +84,10 @@ class StreamAlreadyActive(ProxyError):
     status, code, type = 409, "STREAM_ALREADY_ACTIVE", "client_error"
 
 
+class RequestTimeout(ProxyError):
+    status, code, type = 408, "REQUEST_TIMEOUT", "client_error"
+
+
 class PayloadTooLarge(ProxyError):
     """The body is over the configured limit."""
 
@@ -104,6 +110,12 @@ class ShuttingDown(ProxyError):
     """The proxy is stopping."""
 
     status, code, type = 503, "SERVER_SHUTTING_DOWN", "server_error"
+
+
+class StorageUnavailable(ProxyError):
+    """Raised by the store: nothing was written, and nothing will be until the storage is fixed."""
+
+    status, code, type = 503, "STORAGE_UNAVAILABLE", "server_error"
 
 
 class InternalError(ProxyError):

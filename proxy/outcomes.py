@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
-from proxy.errors import InternalError, ProxyError, ShuttingDown
+from proxy.errors import InternalError, ProxyError, ShuttingDown, StorageUnavailable
 from proxy.render import render
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
@@ -74,6 +74,13 @@ def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
             final, event = _record_stop(store, ended)
         else:
             final, event = _record_failure(store, ended)
+    except StorageUnavailable as exc:  # the store keeps the outcome and writes it once it can
+        log.error("the outcome of %s is not saved yet: %s", ended.spec.response_id, exc.message)
+        unsaved = StorageUnavailable(
+            f"The answer could not be saved yet: {exc.message} The proxy saves it once the database can be "
+            "written again."
+        )
+        return "failed", Final("failed", ended.text, usage, error=unsaved), error_event(ended.spec.thread_id, unsaved)
     except Exception:
         log.exception("recording the outcome of %s failed", ended.spec.response_id)
         error = InternalError("The proxy could not record the response.")

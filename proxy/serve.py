@@ -16,7 +16,7 @@ from proxy import config as config_module
 from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
-from proxy.errors import ConfigError, ProxyError
+from proxy.errors import ConfigError, ProxyError, StorageUnavailable
 from proxy.models import ModelCatalog
 from proxy.serving import NotifyingServer, bind
 from proxy.state import default_database_path
@@ -61,6 +61,33 @@ def effective_config(args: argparse.Namespace) -> Config:
     return config
 
 
+class OneLinePerClosedChannel(logging.Filter):
+    """Keeps one of the lmstudio SDK's warnings per channel about messages on a channel already closed.
+
+    After a cancel that LM Studio does not confirm within `cancel.drain_timeout_seconds`, the
+    proxy closes the prediction's channel, and the SDK then logged ~400 bytes at WARNING for
+    every fragment still in flight: 100-850 KB in one two-minute load test. That flood filled
+    the test harness's unread stdout pipe (64 KiB), and the proxy's whole event loop blocked in
+    the middle of a log write: every stream went silent (the CI load test's ReadTimeout).
+    """
+
+    def __init__(self, remember: int = 1024) -> None:
+        super().__init__()
+        self._seen: dict[object, None] = {}  # insertion-ordered: the oldest are forgotten first
+        self._remember = remember
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "for already closed channel" not in str(record.msg):
+            return True
+        channel = getattr(record, "channel_id", None)
+        if channel in self._seen:
+            return False
+        self._seen[channel] = None
+        if len(self._seen) > self._remember:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
 def setup_logging(level: str) -> None:
     """`level` is the proxy's own; libraries show only warnings unless it is debug.
 
@@ -74,6 +101,7 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("proxy").setLevel(own)
+    logging.getLogger("AsyncWebsocketHandler").addFilter(OneLinePerClosedChannel())  # the SDK's logger
 
 
 class LoadProgress:
@@ -168,7 +196,13 @@ def run(args: argparse.Namespace) -> int:
             hint = " (is another lmstudio-proxy running? pick a free port with --port)" if taken else ""
             print(f"lmstudio-proxy: cannot listen on {where}: {exc.strerror}{hint}", file=sys.stderr, flush=True)
             return 1
-        app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
+        try:
+            app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
+        except StorageUnavailable as exc:  # read-only, immutable, corrupt, not a database: one line
+            sock.close()
+            print(f"lmstudio-proxy: {exc.message}", file=sys.stderr, flush=True)
+            return 1
+        server_config = uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2)
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"
         lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
@@ -181,10 +215,7 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
-        server = NotifyingServer(
-            uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2),
-            before_shutdown=lambda: stop_streams(app),
-        )
+        server = NotifyingServer(server_config, before_shutdown=lambda: stop_streams(app))
         with sock:
             server.run(sockets=[sock])
     finally:

@@ -2,6 +2,16 @@
 
 Shared by the simulator and `BackgroundServer`: binding first gives the port (port 0 picks a
 free one) before anything is served, and the thread reports when uvicorn is really listening.
+
+`guarded_protocol` bounds what a client that sends nothing can hold (do not "fix" without
+reading why): uvicorn starts no timer before a request's headers arrive, so ~1,000 sockets
+that never send (or never finish) a request held every file descriptor under a common
+`ulimit -n` of 1024, and accept() failed for everyone else. Each connection now has one timer
+while it waits for its client (headers, then body) and none while the app answers, so SSE
+streams and keep-alive are untouched (uvicorn's own keep-alive timer covers idle time
+between requests). And at `max_connections`, a new connection makes room by closing the
+one that has waited longest for its client: a real client, which sends its request at once,
+is served while idle sockets are held open, without waiting for their timers.
 """
 
 from __future__ import annotations
@@ -10,8 +20,11 @@ import asyncio
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -104,3 +117,110 @@ class ThreadedServer:
                 self.server.force_exit = True
                 self._thread.join(STOP_TIMEOUT)
         self._sock.close()
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What `guarded_protocol` bounds; `timeout_response` renders the whole 408 response."""
+
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+    timeout_response: Callable[[], bytes]
+
+
+class _GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a timer while it waits for the client, and a connection cap."""
+
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None  # loop time since the client owes us something
+        self._in_body = False
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._give_up)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _give_up(self) -> None:
+        """The client took too long (or room is needed): 408 mid-body, else just close."""
+        self._disarm()
+        self._waiting_since = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._in_body and cycle is not None and not cycle.response_started:
+            cycle.response_started = cycle.response_complete = True  # the app's own answer goes nowhere
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.write(self.limits.timeout_response())
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
+            self.transport.close()
+            return
+        self._waiting_since = self.loop.time()
+        self._arm(self.limits.header_timeout)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for its client; False if every one is busy."""
+        waiting = [c for c in self.connections if isinstance(c, _GuardedProtocol) and c._waiting_since is not None]
+        if not waiting:
+            return False
+        min(waiting, key=lambda c: c._waiting_since or 0.0)._give_up()
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and (self.cycle is None or self.cycle.response_complete):
+            # The first bytes of a request on a kept-alive connection: its headers are due now.
+            self._waiting_since = self.loop.time()
+            self._arm(self.limits.header_timeout)
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        self._arm(self.limits.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._waiting_since = None
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # arms uvicorn's keep-alive timer
+        if not self.transport.is_closing():
+            self._waiting_since = self.loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._waiting_since = None
+        super().connection_lost(exc)
+
+
+def default_max_connections() -> int:
+    """The open-file limit less 128 descriptors for everything else (the database, LM Studio, logs)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to run into
+        return 10_000
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, soft - 128)
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with these bounds (see the module docstring); for `uvicorn.Config(http=...)`."""
+    return type("GuardedProtocol", (_GuardedProtocol,), {"limits": limits})

@@ -12,27 +12,112 @@ Design decisions (read before changing):
 - Owners are SHA-256 hashes of API keys: the key itself is never stored.
 - `seq` (an INTEGER PRIMARY KEY alias) gives a stable order for cursors.
 - Rows in `responses` outlive their messages and threads: usage is never lost.
+- Storage faults are `StorageUnavailable` (503), never a crash or a silent loss:
+  * SQLite maps the `-shm` file (the WAL index) into memory and writes it on every
+    transaction, reads included. On ext4, a write fault on a page of a file made immutable
+    (`chattr +i`) is SIGBUS (`ext4_page_mkwrite`), which kills the process. Exclusive
+    locking would keep the WAL index on the heap, but it shuts out every other connection
+    (a second proxy, the checkpoint connection, `sqlite3` on the command line). So each call
+    first looks at the files through descriptors held open for that purpose (`_check`,
+    a few microseconds): an immutable file refuses the call before SQLite touches the map.
+    A `chattr` that lands between that look and SQLite's write can still SIGBUS.
+  * A database deleted while serving keeps working through the open descriptors, so every
+    write would be acknowledged and lost at exit: `_check` sees the link count drop to 0,
+    copies what the connection still sees back to the path (`_rescue`) and refuses every
+    call from then on (restart to use the restored file). The checkpoint connection opens
+    the path with `mode=rw` and after checking it is the same file, so it never creates an
+    empty database in its place.
+  * Disk full: a small reserve file (`reserve_space`) is given back to record the outcomes
+    of running responses, never to accept new ones; an outcome that still cannot be written
+    is retried (`retry_unrecorded`) until it can, and at `close()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import json
+import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterator
+import sys
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy import migrations
+from proxy.errors import StorageUnavailable
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; see Store.open_for_serving
     fcntl = None  # type: ignore[assignment]
+
+
+log = logging.getLogger("proxy.store")
+
+FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h, the flags `lsattr` shows
+FS_IMMUTABLE_FL = 0x10
+
+# SQLite's primary result codes that mean the storage, not the request, is at fault.
+STORAGE_FAULTS = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_IOERR: "reading or writing the file failed",
+    sqlite3.SQLITE_READONLY: "the file is read-only",
+    sqlite3.SQLITE_CANTOPEN: "the file cannot be opened",
+    sqlite3.SQLITE_PERM: "access to the file is denied",
+    sqlite3.SQLITE_BUSY: "another program holds a lock on it",
+    sqlite3.SQLITE_CORRUPT: "the file is corrupt",
+    sqlite3.SQLITE_NOTADB: "the file is not an SQLite database",
+}
+
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Check the files before the call (see the module docstring); storage faults become StorageUnavailable."""
+
+    @functools.wraps(method)
+    def guarded(self: Store, *args: Any, **kwargs: Any) -> Any:
+        if not self.db.in_transaction:  # inside one, the outermost call has checked
+            self._check()
+        changes = self.db.total_changes
+        try:
+            result = method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._fault_from(exc) from exc
+        if self._fault is not None and self.db.total_changes != changes:
+            self._recovered()
+        return result
+
+    return typing.cast(F, guarded)
+
+
+def fault_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of the error behind `exc`, if there is one."""
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _immutable(fd: int) -> bool:
+    if fcntl is None:
+        return False
+    try:
+        flags = fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))
+    except OSError:  # a filesystem without inode flags (tmpfs before Linux 6.0, NFS...)
+        return False
+    return bool(int.from_bytes(flags[:4], sys.byteorder) & FS_IMMUTABLE_FL)
+
+
+def _what_to_do(path: str) -> str:
+    return f"fix it, or choose another file with --database or database.path ({path})"
 
 
 def new_id(prefix: str) -> str:
@@ -66,24 +151,225 @@ class Usage:
 
 class Store:
     def __init__(self, path: str | Path, max_page_bytes: int = 4_194_304) -> None:
+        """Open (or create) the database; StorageUnavailable, with one line saying what to do, if it can't be used."""
         self.path = str(path)
         self.max_page_bytes = max_page_bytes
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
         self._servers_lock: int | None = None  # see open_for_serving()
-        self.migrate()
+        self._watched: list[tuple[str, int]] = []  # (path, read-only descriptor): the files `_check` looks at
+        self._gone: str | None = None  # set for good once the database file was deleted or replaced
+        self._fault: str | None = None  # the storage fault last logged, until a write succeeds again
+        self._unrecorded: dict[str, Callable[[], Any]] = {}  # outcomes to write once the storage is back
+        self._reserve_bytes = 0
+        if self.path != ":memory:":
+            self._preflight()
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.migrate()
+        except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.db.close()
+            reason = STORAGE_FAULTS.get(fault_code(exc) or 0, str(exc))
+            raise StorageUnavailable(f"cannot use the database {self.path}: {reason} ({exc}); "
+                                     f"{_what_to_do(self.path)}") from exc  # fmt: skip
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            for name in (self.path, self.path + "-wal", self.path + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    self._watched.append((name, os.open(name, os.O_RDONLY | os.O_CLOEXEC)))
+
+    def _preflight(self) -> None:
+        """Refuse, before SQLite maps anything, a database it could not write (see the module docstring)."""
+        where = Path(self.path).parent
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot use the database {self.path}: cannot create {where}: "
+                                     f"{exc.strerror}; {_what_to_do(self.path)}") from exc  # fmt: skip
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot use the database {self.path}: cannot read {name}: "
+                                         f"{exc.strerror}; {_what_to_do(self.path)}") from exc  # fmt: skip
+            try:
+                if _immutable(fd):
+                    raise StorageUnavailable(f"cannot use the database {self.path}: {name} is immutable "
+                                             f"(`chattr -i {name}` to undo); {_what_to_do(self.path)}")  # fmt: skip
+            finally:
+                os.close(fd)
+            try:
+                os.close(os.open(name, os.O_RDWR | os.O_CLOEXEC))
+            except OSError as exc:
+                raise StorageUnavailable(f"cannot use the database {self.path}: {name} is read-only "
+                                         f"({exc.strerror}); {_what_to_do(self.path)}") from exc  # fmt: skip
+        if not os.access(where, os.W_OK):
+            raise StorageUnavailable(
+                f"cannot use the database {self.path}: cannot create files in {where} "
+                f"(SQLite needs its -wal and -shm files there); {_what_to_do(self.path)}"
+            )
 
     def close(self) -> None:
-        self.db.close()
+        """Write what could not be written yet (see `retry_unrecorded`), then close."""
+        if self._unrecorded:
+            self.retry_unrecorded(use_reserve=True)
+        if self._unrecorded:
+            log.error(
+                "the outcome of %d response(s) could not be written to %s (%s): they are marked interrupted "
+                "at the next start: %s", len(self._unrecorded), self.path, self._fault, ", ".join(self._unrecorded),
+            )  # fmt: skip
+        if any(_immutable(fd) for _, fd in self._watched):
+            # Closing the last connection checkpoints, which writes the WAL index: SIGBUS (see the
+            # module docstring). The connection is never freed instead; the OS drops its locks at exit.
+            log.error("not closing %s, whose files are immutable: the WAL stays beside it", self.path)
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self.db))
+        else:
+            self.db.close()
+        for _, fd in self._watched:
+            os.close(fd)
+        self._watched = []
         if self._servers_lock is not None:
             os.close(self._servers_lock)  # releases the flock
             self._servers_lock = None
+        if self._reserve_bytes:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + "-reserve")
+
+    # -- storage faults (see the module docstring) ---------------------------------------
+
+    def _check(self) -> None:
+        """Raise StorageUnavailable if a file of the database is gone or immutable; a few microseconds."""
+        if self._gone is not None:
+            raise StorageUnavailable(self._gone)
+        for name, fd in self._watched:
+            if os.fstat(fd).st_nlink == 0:
+                self._lost(f"{name} was deleted")
+        # Only the -shm is mapped; SQLite reports an immutable database or WAL as an error.
+        if self._watched and _immutable(self._watched[-1][1]):
+            name = self._watched[-1][0]
+            raise self._unavailable(f"The database cannot be used: {name} is immutable (chattr +i).")
+
+    def _lost(self, what: str) -> None:
+        """The database file is gone (or another file is at its path): rescue its contents, refuse from now on."""
+        rescued = self._rescue()
+        self._gone = (
+            f"The database cannot be used: {what} while the proxy was serving it; nothing is accepted until "
+            f"the proxy is restarted. {rescued}"
+        )
+        log.error("%s", self._gone)
+        self._fault = self._gone
+        raise StorageUnavailable(self._gone)
+
+    def _rescue(self) -> str:
+        """Copy the database as this connection still sees it (deleted files stay readable while open)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        copy = f"{self.path}.rescued-{stamp}"
+        try:
+            with contextlib.closing(sqlite3.connect(copy)) as dest:
+                self.db.backup(dest)
+            try:
+                os.link(copy, self.path)  # back at its path, unless another file is there by now
+            except FileExistsError:
+                return f"Everything written until then was saved to {copy}."
+            os.unlink(copy)
+            return f"Everything written until then was restored to {self.path}."
+        except (OSError, sqlite3.Error) as exc:
+            return f"Saving what was written to {copy} failed too ({exc})."
+
+    def _fault_from(self, exc: sqlite3.Error) -> Exception:
+        code = fault_code(exc)
+        if code not in STORAGE_FAULTS:
+            return exc
+        return self._unavailable(f"The database cannot be written: {STORAGE_FAULTS[code]} ({exc}).")
+
+    def _unavailable(self, message: str) -> StorageUnavailable:
+        if message != self._fault:  # once per fault, not once per request
+            log.error("%s %s", message, self.path)
+            self._fault = message
+        return StorageUnavailable(message)
+
+    def _recovered(self) -> None:
+        log.warning("the database %s can be written again", self.path)
+        self._fault = None
+
+    def maintain(self) -> None:
+        """About once a second, on the event loop: notice a database moved away, retry, keep the reserve."""
+        if self._gone is None and self._watched:
+            try:
+                same = os.path.samestat(os.stat(self.path), os.fstat(self._watched[0][1]))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                with contextlib.suppress(StorageUnavailable):
+                    self._lost(f"{self.path} was deleted, moved or replaced")
+        if self._unrecorded and self._gone is None:
+            self.retry_unrecorded()
+        self._keep_reserve()
+
+    def reserve_space(self, size: int) -> None:
+        """Keep `size` bytes in `<database>-reserve`, given back on a full disk to record running responses."""
+        self._reserve_bytes = size if self.path != ":memory:" else 0
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        reserve = self.path + "-reserve"
+        if not self._reserve_bytes or self._gone is not None or os.path.exists(reserve):
+            return
+        try:
+            fd = os.open(reserve + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self._reserve_bytes)
+            finally:
+                os.close(fd)
+            os.replace(reserve + ".tmp", reserve)
+        except OSError:  # no space yet: the next round tries again
+            with contextlib.suppress(OSError):
+                os.unlink(reserve + ".tmp")
+
+    def _use_reserve(self) -> bool:
+        """Give the reserve back to the filesystem; True if there was one."""
+        try:
+            os.unlink(self.path + "-reserve")
+        except OSError:
+            return False
+        log.warning("the disk is full: gave back the %d-byte reserve to record running responses",
+                    self._reserve_bytes)  # fmt: skip
+        return True
+
+    def _record(self, response_id: str, write: Callable[[], R]) -> R:
+        """An outcome: on a full disk, try again with the reserve; if it still fails, keep it for later."""
+        try:
+            return write()
+        except StorageUnavailable as exc:
+            if not (fault_code(exc) == sqlite3.SQLITE_FULL and self._use_reserve()):
+                self._unrecorded[response_id] = write
+                raise
+        try:
+            return write()
+        except StorageUnavailable:
+            self._unrecorded[response_id] = write
+            raise
+
+    def retry_unrecorded(self, *, use_reserve: bool = False) -> int:
+        """Write the outcomes that failed earlier, oldest first; return how many are still waiting."""
+        for response_id, write in list(self._unrecorded.items()):
+            try:
+                write()
+            except StorageUnavailable as exc:
+                if not (use_reserve and fault_code(exc) == sqlite3.SQLITE_FULL and self._use_reserve()):
+                    break
+                try:
+                    write()
+                except StorageUnavailable:
+                    break
+            del self._unrecorded[response_id]
+            log.warning("recorded the outcome of %s, which had failed earlier", response_id)
+        return len(self._unrecorded)
 
     def checkpoint_in_background(self) -> bool:
         """Stop SQLite's own WAL checkpoints on this connection; the caller runs `checkpoint_wal()`.
@@ -101,9 +387,20 @@ class Store:
         """Copy the WAL into the database (PASSIVE: never waits for, or blocks, the request path).
 
         Its own connection, so it may run in a worker thread; sqlite3 releases the GIL meanwhile.
+        It only looks at the files (`maintain()`, on the event loop, acts on what it finds), and
+        opens the path with `mode=rw`: a deleted database must not come back empty.
         """
-        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        for name, fd in self._watched:
+            if self._gone is not None or os.fstat(fd).st_nlink == 0 or _immutable(fd):
+                raise StorageUnavailable(f"not checkpointing: {name} is gone or immutable")
+        try:
+            if self._watched and not os.path.samestat(os.stat(self.path), os.fstat(self._watched[0][1])):
+                raise StorageUnavailable(f"not checkpointing: {self.path} is another file now")
+            uri = Path(self.path).absolute().as_uri() + "?mode=rw"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
 
     @property
     def total_changes(self) -> int:
@@ -115,9 +412,15 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite rolls back by itself after some errors (SQLITE_FULL)
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            if self.db.in_transaction:  # a failed COMMIT leaves the transaction open
+                self.db.execute("ROLLBACK")
+            raise
 
     def migrate(self) -> list[str]:
         """Apply the migrations not yet recorded; return their names."""
@@ -144,7 +447,10 @@ class Store:
         """
         if fcntl is None or self.path == ":memory:" or self._servers_lock is not None:
             return True
-        fd = os.open(self.path + "-servers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path + "-servers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open {self.path}-servers.lock: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             alone = True
@@ -156,6 +462,7 @@ class Store:
         self._servers_lock = fd
         return alone
 
+    @_guarded
     def recover_interrupted(self) -> int:
         """Mark responses left `in_progress` by a crash as interrupted; return how many."""
         with self.transaction() as db:
@@ -171,11 +478,13 @@ class Store:
 
     # -- threads -------------------------------------------------------------------------
 
+    @_guarded
     def create_thread(self, owner: str, **fields: Any) -> dict[str, Any]:
         thread = self.get_thread(self.insert_thread(owner, **fields))
         assert thread is not None
         return thread
 
+    @_guarded
     def insert_thread(self, owner: str, **fields: Any) -> str:
         ts = now_iso()
         tid = new_id("thrd")
@@ -196,6 +505,7 @@ class Store:
         )
         return tid
 
+    @_guarded
     def get_thread(self, thread_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
             f"SELECT t.*, {MESSAGE_COUNT} FROM threads t WHERE t.id = ?",
@@ -203,6 +513,7 @@ class Store:
         ).fetchone()
         return _thread(row) if row else None
 
+    @_guarded
     def update_thread(self, thread_id: str, **fields: Any) -> None:
         sets, args = [], []
         for key, value in fields.items():
@@ -218,9 +529,11 @@ class Store:
         args.extend([now_iso(), thread_id])
         self.db.execute(f"UPDATE threads SET {', '.join(sets)} WHERE id = ?", args)
 
+    @_guarded
     def delete_thread(self, thread_id: str) -> None:
         self.db.execute("DELETE FROM threads WHERE id = ?", (thread_id,))
 
+    @_guarded
     def delete_threads(self, owner: str, organization_id: str | None, keep: set[str]) -> int:
         """Delete the owner's threads (optionally of one organization), except those in `keep`."""
         sql, args = "SELECT id FROM threads WHERE owner = ?", [owner]
@@ -232,6 +545,7 @@ class Store:
             db.executemany("DELETE FROM threads WHERE id = ?", [(i,) for i in ids])
         return len(ids)
 
+    @_guarded
     def list_threads(
         self,
         owner: str,
@@ -250,6 +564,7 @@ class Store:
         page = self._page("threads", where, args_any, limit, order, after, before)
         return Page([_thread(r) for r in page.rows], page.has_more)
 
+    @_guarded
     def count_threads(self, owner: str, filters: dict[str, Any]) -> int:
         where, args = ["owner = ?"], list[Any]([owner])
         for key, value in filters.items():
@@ -304,6 +619,7 @@ class Store:
 
     # -- messages ------------------------------------------------------------------------
 
+    @_guarded
     def add_message(
         self,
         thread_id: str,
@@ -330,12 +646,14 @@ class Store:
         self.db.execute("UPDATE threads SET last_message_at = ?, updated_at = ? WHERE id = ?", (ts, ts, thread_id))
         return mid
 
+    @_guarded
     def get_message(self, thread_id: str, message_id: str) -> dict[str, Any] | None:
         row = self.db.execute(
             "SELECT * FROM messages WHERE id = ? AND thread_id = ?", (message_id, thread_id)
         ).fetchone()
         return _message(row) if row else None
 
+    @_guarded
     def update_message(self, message_id: str, content: str | None, metadata: dict[str, Any] | None) -> None:
         """Set the content; merge `metadata` into the stored one (a key set to None is removed)."""
         with self.transaction() as db:
@@ -350,9 +668,11 @@ class Store:
                 args.append(json.dumps({k: v for k, v in merged.items() if v is not None}))
             db.execute(f"UPDATE messages SET {', '.join(sets)} WHERE id = ?", [*args, message_id])
 
+    @_guarded
     def delete_message(self, message_id: str) -> None:
         self.db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
+    @_guarded
     def list_messages(
         self,
         thread_id: str,
@@ -367,6 +687,7 @@ class Store:
         page = self._page("messages", where, [thread_id], limit, order, after, before)
         return Page([_message(r) for r in page.rows], page.has_more)
 
+    @_guarded
     def history(self, thread_id: str, before: tuple[str, bool] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
         """(role, content, metadata) of the thread's messages, oldest first, without soft-deleted
         ones; with `before = (message_id, inclusive)`, only those before that message (or up to it)."""
@@ -385,6 +706,7 @@ class Store:
 
     # -- responses (one per prediction) --------------------------------------------------
 
+    @_guarded
     def begin_response(
         self,
         owner: str,
@@ -423,15 +745,28 @@ class Store:
             )
         return thread_id, rid, ids, created
 
+    @_guarded
     def get_response(self, response_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM responses WHERE id = ?", (response_id,)).fetchone()
         return dict(row) if row else None
 
     def checkpoint(
         self, response_id: str, thread_id: str, text: str, tool_calls: list[dict[str, Any]] | None = None
-    ) -> None:
+    ) -> bool:
         """Save the partial text (and the tool calls so far) of a running prediction, as an
-        in-progress assistant message: a crash keeps them."""
+        in-progress assistant message: a crash keeps them.
+
+        False if the storage failed (logged once, not per call): this copy only serves crash
+        recovery, and a stream that LM Studio can still finish must not stop for it.
+        """
+        try:
+            self._checkpoint(response_id, thread_id, text, tool_calls)
+        except StorageUnavailable:
+            return False
+        return True
+
+    @_guarded
+    def _checkpoint(self, response_id: str, thread_id: str, text: str, tool_calls: list[dict[str, Any]] | None) -> None:
         row = self.db.execute("SELECT assistant_message_id FROM responses WHERE id = ?", (response_id,)).fetchone()
         metadata: dict[str, Any] = {"in_progress": True, **({"tool_calls": tool_calls} if tool_calls else {})}
         with self.transaction() as db:
@@ -459,8 +794,30 @@ class Store:
         """End a response in one transaction and return the assistant message id.
 
         `text is None` deletes every message of the response (quick_edit); otherwise the
-        assistant message is written with `text` and `metadata`.
+        assistant message is written with `text` and `metadata`. On StorageUnavailable the
+        outcome is kept and written later (`retry_unrecorded`).
         """
+        write = functools.partial(
+            self._finish_response, response_id, status=status, usage=usage, duration=duration, text=text,
+            metadata=metadata, cancel_mode=cancel_mode, error=error,
+            delete_thread_if_empty=delete_thread_if_empty,
+        )  # fmt: skip
+        return self._record(response_id, write)
+
+    @_guarded
+    def _finish_response(
+        self,
+        response_id: str,
+        *,
+        status: str,
+        usage: Usage,
+        duration: float,
+        text: str | None,
+        metadata: dict[str, Any] | None,
+        cancel_mode: str | None,
+        error: str | None,
+        delete_thread_if_empty: bool,
+    ) -> str | None:
         row = self.db.execute(
             "SELECT thread_id, assistant_message_id FROM responses WHERE id = ?", (response_id,)
         ).fetchone()
@@ -501,6 +858,7 @@ class Store:
             )
         return mid
 
+    @_guarded
     def apply_late_cancel(self, response_id: str, mode: str, *, delete_thread_if_empty: bool) -> None:
         """A cancel for a response already stopped by a disconnect: give it that cancel's mode."""
         row = self.db.execute(
@@ -531,6 +889,7 @@ class Store:
                 (thread_id, thread_id),
             )
 
+    @_guarded
     def list_usage(self, owner: str, thread_id: str | None, limit: int) -> Page:
         where, args = ["owner = ?"], [owner]
         if thread_id:

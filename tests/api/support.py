@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,7 +220,16 @@ class ProxyProcess:
                 break
         else:
             raise AssertionError(f"the proxy exited: {self.proc.wait()}")
+        # Keep reading its output: a full pipe would block the proxy inside a log write.
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True)
+        self._reader.start()
         wait_until(self._answers, timeout=20)
+
+    def _drain(self, stream: Any) -> None:
+        with contextlib.suppress(ValueError, OSError):  # closed by stop()
+            for line in stream:
+                self.output.append(line)
 
     def _answers(self) -> bool:
         try:

@@ -2,6 +2,16 @@
 
 Marked `slow`: deselected by default, run separately by `.ci/run` (`LOAD_SECONDS` sets the length).
 The figures it measured are printed (run with -s to see them).
+
+CI once failed here with `httpx.ReadTimeout` (60 s without a byte on one stream, although the
+proxy sends a heartbeat after 15 s of silence). Reproduced here on a loaded 2-core machine (2 runs
+in 9): the proxy was blocked in `write(2)` on its stdout pipe (`/proc/PID/wchan` = anon_pipe_write,
+61,546 bytes unread), so its whole event loop stood still. `ProxyProcess` stops reading that pipe
+after the banner; under load some cancels outlast the drain timeout, the proxy closes those
+channels, and the lmstudio SDK logged a ~400-byte warning per fragment still in flight (100-850 KB
+a run). Hence `OutputReader`, which reads the proxy's output all along (and `serve` now logs one
+such warning per channel); and a read timeout is a reported problem naming the stream and its
+last event, not an exception that hides the other workers' results.
 """
 
 from __future__ import annotations
@@ -10,8 +20,9 @@ import asyncio
 import os
 import random
 import sqlite3
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +51,25 @@ class Tally:
         self.problems: list[str] = []
 
 
+class OutputReader:
+    """Reads the proxy's output while it runs, keeping the last lines for a failure message."""
+
+    def __init__(self, proc: ProxyProcess) -> None:
+        self.lines: deque[str] = deque(maxlen=50)
+        self.total = 0
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: ProxyProcess) -> None:
+        assert proc.proc.stdout is not None
+        try:
+            for line in proc.proc.stdout:
+                self.lines.append(line)
+                self.total += len(line)
+        except (OSError, ValueError):  # closed by ProxyProcess.stop()
+            pass
+
+
 async def _one(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
     key = rng.choice(KEYS)
     tokens = rng.randint(10, 300)
@@ -59,24 +89,34 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> N
             return
         deltas = 0
         reader = sse.EventReader()
-        async for chunk in response.aiter_bytes():
-            for event in reader.feed(chunk):
-                events.append(event)
-                if isinstance(event, dict):
-                    thread_id = thread_id or event.get("thread_id")
-                    if event["event"] == "response.content_delta":
-                        deltas += 1
-                if action == "slow":
-                    await asyncio.sleep(0.02)
-                if deltas >= after and action == "cancel" and cancel_status is None:
-                    cancel = await client.post(f"/v1/model/response/{thread_id}/cancel", headers=headers)
-                    cancel_status = cancel.status_code
-                    tally.counts[f"cancel_{cancel.status_code}"] += 1
-                    if cancel.status_code == 200:
-                        tally.counts[f"mode_{cancel.json()['cancel_mode']}"] += 1
-                if deltas >= after and action == "disconnect":
-                    tally.counts["disconnected"] += 1
-                    return
+        try:
+            async for chunk in response.aiter_bytes():
+                for event in reader.feed(chunk):
+                    events.append(event)
+                    if isinstance(event, dict):
+                        thread_id = thread_id or event.get("thread_id")
+                        if event["event"] == "response.content_delta":
+                            deltas += 1
+                    if action == "slow":
+                        await asyncio.sleep(0.02)
+                    if deltas >= after and action == "cancel" and cancel_status is None:
+                        cancel = await client.post(f"/v1/model/response/{thread_id}/cancel", headers=headers)
+                        cancel_status = cancel.status_code
+                        tally.counts[f"cancel_{cancel.status_code}"] += 1
+                        if cancel.status_code == 200:
+                            tally.counts[f"mode_{cancel.json()['cancel_mode']}"] += 1
+                    if deltas >= after and action == "disconnect":
+                        tally.counts["disconnected"] += 1
+                        return
+        except httpx.ReadTimeout:
+            last = events[-1] if events else None
+            async with httpx.AsyncClient(base_url=str(client.base_url), headers=headers, timeout=10) as probe:
+                thread = (await probe.get(f"/v1/threads/{thread_id}")).text[:300] if thread_id else None
+            tally.problems.append(
+                f"no byte for {client.timeout.read} s on a '{action}' stream after {len(events)} event(s), "
+                f"the last {last!r}; the proxy says of its thread: {thread}"
+            )
+            return
     terminal = [
         e
         for e in events
@@ -112,6 +152,7 @@ def test_load(tmp_path: Path, simulator_factory: Any, free_port: Any, processes:
     config.write_text("[cancel]\nquick_edit_seconds = 0.3\n[logging]\nlevel = 'warning'\n")
     proc = ProxyProcess(sim, db, free_port(), "--config", str(config))
     processes.append(proc)
+    output = OutputReader(proc)
     tally = Tally()
     asyncio.run(_warm(proc.url))
     rss_start = _rss_kib(proc.proc.pid)
@@ -141,9 +182,9 @@ def test_load(tmp_path: Path, simulator_factory: Any, free_port: Any, processes:
         f"\nload: {streams} streams in {elapsed:.0f} s at concurrency {CONCURRENCY}; {dict(tally.counts)}; "
         f"responses by status {dict(statuses)}; simulator predictions {len(records)}, "
         f"tokens {sum(r['tokens_generated'] for r in records)}; proxy RSS {rss_start // 1024} MiB → "
-        f"{rss_end // 1024} MiB"
+        f"{rss_end // 1024} MiB; proxy output {output.total} bytes"
     )
-    assert not tally.problems, tally.problems[:10]
+    assert not tally.problems, (tally.problems[:10], "".join(output.lines))
     assert not any(k.startswith("http_5") for k in tally.counts)
     assert tally.counts["response.cancelled"] > 0 and tally.counts["disconnected"] > 0
     assert tally.counts["mode_quick_edit"] > 0 and tally.counts["mode_keep_partial"] > 0
