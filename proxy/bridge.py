@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import httpx
@@ -263,6 +263,7 @@ class Bridge:
                     "identifier": info.identifier,
                     "display_name": info.display_name,
                     "context_length": info.context_length,
+                    **_details(info),
                 }
             )
         down = [
@@ -270,6 +271,7 @@ class Bridge:
                 "key": m.model_key,
                 "display_name": m.info.display_name,
                 "context_length": m.info.max_context_length,
+                **_details(m.info),
             }
             for m in downloaded
             if getattr(m, "type", "llm") == "llm"
@@ -348,6 +350,56 @@ class Bridge:
 
         stream = await self._call("starting the prediction", start, self.config.connect_timeout_seconds)
         return Prediction(stream, self.lost)
+
+    async def complete(
+        self,
+        key: str,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """A short prediction's whole answer text (titles): loads the model, bounded by a timeout.
+
+        `on_text` gets each content fragment as it arrives (reasoning is skipped). If the
+        caller goes away (cancellation) or the time runs out, LM Studio gets its `cancel`
+        before the stream is closed, so nothing keeps generating.
+        """
+        handle = await self.load(key)
+        prediction = await self.predict(handle, messages, prediction_config(temperature, None, max_tokens))
+        parts: list[str] = []
+        finished = False
+        try:
+            async with asyncio.timeout(self.config.fragment_timeout_seconds):
+                async for fragment in prediction.fragments():
+                    if fragment.kind == "content" and fragment.content:
+                        parts.append(fragment.content)
+                        if on_text is not None:
+                            await on_text(fragment.content)
+            finished = True
+        except TimeoutError as exc:
+            raise BackendUnavailable(
+                f"LM Studio did not finish within {self.config.fragment_timeout_seconds:g} s."
+            ) from exc
+        finally:
+            if not finished:
+                await asyncio.shield(prediction.cancel())
+            await asyncio.shield(prediction.aclose())
+        return "".join(parts)
+
+
+def _details(info: Any) -> dict[str, Any]:
+    """What LM Studio says a model can do (`LlmInfo`/`LlmInstanceInfo`), as plain values."""
+    return {
+        "vision": bool(getattr(info, "vision", False)),
+        "trained_for_tool_use": bool(getattr(info, "trained_for_tool_use", False)),
+        "max_context_length": getattr(info, "max_context_length", None),
+        "architecture": getattr(info, "architecture", None),
+        "params_string": getattr(info, "params_string", None),
+        "format": getattr(info, "format", None),
+        "size_bytes": getattr(info, "size_bytes", None),
+    }
 
 
 def prediction_config(temperature: float | None, top_p: float | None, max_tokens: int | None) -> dict[str, Any]:
