@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from proxy import sse
 from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive, ValidationError
@@ -400,7 +401,46 @@ async def generate_name(request: Request) -> Response:
 
     if not query.stream:
         return JSONResponse(finish(await proxy.bridge.complete(model, prompt, **TITLE_SAMPLING)))
-    return StreamingResponse(_name_events(proxy, model, prompt, finish), media_type="text/event-stream")
+    return _NameStream(_name_events(proxy, model, prompt, finish))  # type: ignore[return-value]  # an ASGI app
+
+
+class _NameStream:
+    """The SSE response of generateName: writes the events, and stops them when the client leaves.
+
+    A plain ASGI app (as `relay.EventStream` is): the prediction must stop as soon as the
+    client goes, not at the next write after it, so a second task watches for the disconnect.
+    """
+
+    def __init__(self, events: AsyncGenerator[bytes]) -> None:
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            writer = asyncio.ensure_future(self._write(send))
+            watcher = asyncio.ensure_future(self._disconnected(receive))
+            try:
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (writer, watcher):
+                    task.cancel()
+                await asyncio.gather(writer, watcher, return_exceptions=True)
+            failure = None if writer.cancelled() else writer.exception()
+            if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
+                raise failure
+        finally:
+            await self.events.aclose()  # cancels the prediction if it is still running
+
+    async def _write(self, send: Send) -> None:
+        async for chunk in self.events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _disconnected(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 async def _name_events(
@@ -408,7 +448,7 @@ async def _name_events(
     model: str,
     prompt: list[dict[str, str]],
     finish: Callable[[str], GeneratedName],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """The SSE body: the prediction runs in a task this generator owns (and cancels if the client goes)."""
     queue: asyncio.Queue[str | None] = asyncio.Queue()
 

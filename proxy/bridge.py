@@ -14,6 +14,7 @@ Design decisions (the SDK traps of the spec are inputs here; do not "simplify" t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
@@ -362,29 +363,41 @@ class Bridge:
     ) -> str:
         """A short prediction's whole answer text (titles): loads the model, bounded by a timeout.
 
-        `on_text` gets each content fragment as it arrives (reasoning is skipped). If the
-        caller goes away (cancellation) or the time runs out, LM Studio gets its `cancel`
-        before the stream is closed, so nothing keeps generating.
+        `on_text` gets each content fragment as it arrives (reasoning is skipped). The SDK is
+        iterated in a task of its own, so a caller that is cancelled (its client went away) or
+        runs out of time never interrupts the SDK's iteration, which would close the channel
+        silently and leave LM Studio generating: `cancel` is sent first, then the iteration
+        drains to LM Studio's final answer (bounded), then the caller's cancellation goes on.
         """
         handle = await self.load(key)
         prediction = await self.predict(handle, messages, prediction_config(temperature, None, max_tokens))
         parts: list[str] = []
-        finished = False
+
+        async def drain() -> None:
+            async for fragment in prediction.fragments():
+                if fragment.kind == "content" and fragment.content:
+                    parts.append(fragment.content)
+                    if on_text is not None:
+                        await on_text(fragment.content)
+
+        iteration = asyncio.ensure_future(drain())
         try:
             async with asyncio.timeout(self.config.fragment_timeout_seconds):
-                async for fragment in prediction.fragments():
-                    if fragment.kind == "content" and fragment.content:
-                        parts.append(fragment.content)
-                        if on_text is not None:
-                            await on_text(fragment.content)
-            finished = True
-        except TimeoutError as exc:
-            raise BackendUnavailable(
-                f"LM Studio did not finish within {self.config.fragment_timeout_seconds:g} s."
-            ) from exc
-        finally:
-            if not finished:
+                await asyncio.shield(iteration)
+        except BaseException as exc:
+            if not iteration.done():  # cancelled or timed out, not failed: stop LM Studio first
                 await asyncio.shield(prediction.cancel())
+                with contextlib.suppress(BaseException):
+                    async with asyncio.timeout(self.config.connect_timeout_seconds):
+                        await asyncio.shield(iteration)
+                iteration.cancel()
+                await asyncio.gather(iteration, return_exceptions=True)
+            if isinstance(exc, TimeoutError):
+                raise BackendUnavailable(
+                    f"LM Studio did not finish within {self.config.fragment_timeout_seconds:g} s."
+                ) from exc
+            raise
+        finally:
             await asyncio.shield(prediction.aclose())
         return "".join(parts)
 
