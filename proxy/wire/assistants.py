@@ -138,7 +138,7 @@ class AssistantListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     organization_id: str | None = Field(None, description="Only this organization's assistants")
     limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
     search: str | None = Field(None, max_length=500, description="In the name or description")
     access_mode: str | None = Field(None, description="Every local assistant is `private`")
     vector_store_id: str | None = Field(None, description="No local assistant uses a vector store")
