@@ -23,6 +23,7 @@ from proxy.streams import ActiveStream
 from proxy.wire import bodies
 from proxy.wire.decode import decode_create, decode_query
 from proxy.wire.events import STREAM_DESCRIPTION
+from proxy.wire.meta import ModelListQuery
 from proxy.wire.requests import CreateResponseRequest, UsageQuery
 
 # Only what works: LM Studio's API has no reasoning-effort control, so a model reasons at its own
@@ -206,13 +207,30 @@ async def reasoning_levels(request: Request) -> Response:
 
 @api.get(
     "/v1/models",
-    Operation("listModels", "List LM Studio models", "models", response=bodies.ModelList, errors=(503,)),
-)
+    Operation(
+        "listModels", "List LM Studio models (v5's ModelsListResponse, and the playground's data/aliases)",
+        "models", response=bodies.ModelList, query=ModelListQuery, errors=(422, 503),
+        response_description="Loaded models first, then downloaded ones",
+    ),
+)  # fmt: skip
 async def list_models(request: Request) -> Response:
     proxy = proxy_of(request)
-    proxy.auth.owner(request)
+    owner = proxy.auth.owner(request)
+    q = decode_query(ModelListQuery, request.query_params)
     await proxy.catalog.refresh()
-    body: bodies.ModelList = {"object": "list", "data": proxy.catalog.listing(), "aliases": proxy.catalog.aliases}
+    models = proxy.catalog.v5_listing(
+        capabilities=q.include_capabilities,
+        details=bool(q.include_details),
+        pricing=bool(q.include_pricing),
+        last_used=proxy.store.last_used_models(owner) if q.include_recent_usage else None,
+    )
+    body: bodies.ModelList = {
+        "models": models,
+        "total_count": len(models),
+        "object": "list",
+        "data": proxy.catalog.listing(),
+        "aliases": proxy.catalog.aliases,
+    }
     return JSONResponse(body)
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
-from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
+from proxy import sse
+from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive, ValidationError
 from proxy.render import blocks as render_blocks
 from proxy.render import plain
 from proxy.routing import Endpoints, Operation
@@ -15,6 +20,7 @@ from proxy.state import Proxy, proxy_of
 from proxy.store import now_iso
 from proxy.wire import bodies
 from proxy.wire.decode import decode_body, decode_query
+from proxy.wire.meta import GeneratedName, GenerateNameQuery, GenerateNameRequest
 from proxy.wire.requests import (
     DeleteThreadsQuery,
     MessageListQuery,
@@ -308,6 +314,179 @@ async def delete_message(request: Request) -> Response:
     proxy.store.delete_message(message["id"])
     body: bodies.MessageDeleted = {"id": message["id"], "deleted": True, "object": "thread.message.deleted"}
     return JSONResponse(body)
+
+
+# -- generateName ---------------------------------------------------------------------------
+
+TITLE_CONTEXT_MESSAGES = 10  # the last messages a title is written from
+TITLE_MESSAGE_CHARS = 2000  # of each, so a long answer does not crowd out the question
+TITLE_MAX_CHARS = 50
+TITLE_SAMPLING: dict[str, Any] = {"temperature": 0.2, "max_tokens": 48}
+TITLE_PROMPT = (
+    "You write titles for conversations. Reply with one title of 2 to 5 words that says what the "
+    "user wants. Reply with the title only: no quotes, no punctuation at the end, no explanation."
+)
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
+_LEAD = re.compile(r"^(?:[#>*+\-\s]|\d+[.)]\s)+|^(?:title|name)\s*:\s*", re.IGNORECASE)
+_MARKS = re.compile(r"[*_`\"\u201c\u201d\u2018\u2019\[\]]")
+_TRAIL = ".,:;!?-\u2013\u2014 '"
+
+
+def _words(line: str) -> list[str]:
+    line = _MARKS.sub("", _LEAD.sub("", _LEAD.sub("", line.strip())))
+    return [w.strip(_TRAIL) for w in line.split() if w.strip(_TRAIL)]
+
+
+def clean_title(text: str, fallback: str) -> str:
+    """The model's answer as a 2-5 word title of at most 50 characters.
+
+    Markdown, quotes, a `Title:` prefix and trailing punctuation go; the first line with two
+    words or more wins. Too short an answer is completed from `fallback` (the user's words).
+    """
+    words: list[str] = []
+    for line in _THINK.sub("", text).splitlines():
+        words += _words(line)
+        if len(words) >= 2:
+            break
+    if len(words) < 2:
+        words += [w for w in _words(fallback) if w not in words]
+    words = words[:5] if len(words) >= 2 else [*words, "conversation"][:2] if words else ["New", "conversation"]
+    while len(" ".join(words)) > TITLE_MAX_CHARS and len(words) > 2:
+        words.pop()
+    return " ".join(words)[:TITLE_MAX_CHARS].strip()
+
+
+def _title_prompt(history: list[tuple[str, str]]) -> list[dict[str, str]]:
+    lines = [f"{role.capitalize()}: {content[:TITLE_MESSAGE_CHARS]}" for role, content in history]
+    conversation = "\n\n".join(lines)
+    return [
+        {"role": "system", "content": TITLE_PROMPT},
+        {"role": "user", "content": f"Conversation:\n\n{conversation}\n\nTitle:"},
+    ]
+
+
+@api.post(
+    "/v1/threads/{thread_id}/generateName",
+    Operation(
+        "generateThreadName", "Generate the thread's title with the model", "threads",
+        response=GeneratedName, body=GenerateNameRequest, body_required=False, query=GenerateNameQuery,
+        errors=(400, 403, 404, 413, 422, 503), response_description="The title, now stored on the thread",
+        description="From the last 10 messages of the thread, or the `messages` given (then nothing is read "
+        "from the store). The model is `models.title_model`, else the default model. With `stream=true` the "
+        "answer is text/event-stream: `thread.name.delta` events with the model's raw text, then "
+        "`thread.name.completed` with this body (or `error` with an error body), then `[DONE]`.",
+        stream_description="`thread.name.delta` {delta}, then `thread.name.completed` (the JSON body), then [DONE]",
+    ),
+)  # fmt: skip
+async def generate_name(request: Request) -> Response:
+    proxy = proxy_of(request)
+    owner = proxy.auth.owner(request)
+    req = decode_body(GenerateNameRequest, await request.body(), empty_is_object=True)
+    query = decode_query(GenerateNameQuery, request.query_params)
+    thread = _owned_thread(request, owner)
+    history: list[tuple[str, str]]
+    if req.messages is not None:
+        history = [(m.role, m.content) for m in req.messages]
+    else:
+        history = [(role, content) for role, content, _ in proxy.store.history(thread["id"])]
+    history = [(role, content) for role, content in history if content.strip()][-TITLE_CONTEXT_MESSAGES:]
+    if not history:
+        errors = [{"field": "messages", "message": "the thread has no messages: send `messages` to name it from"}]
+        raise ValidationError("Nothing to name the thread from: it has no messages", {"errors": errors})
+    model = await proxy.catalog.resolve(proxy.config.models.title_model or None)
+    fallback = next((content for role, content in history if role == "user"), history[0][1])
+    prompt = _title_prompt(history)
+
+    def finish(text: str) -> GeneratedName:
+        title = clean_title(text, fallback)
+        proxy.store.update_thread(thread["id"], title=title)
+        return {
+            "success": True,
+            "thread_id": thread["id"],
+            "threadId": thread["id"],
+            "name": title,
+            "title": title,
+            "model": model,
+            "message": "Thread name generated successfully",
+        }
+
+    if not query.stream:
+        return JSONResponse(finish(await proxy.bridge.complete(model, prompt, **TITLE_SAMPLING)))
+    return _NameStream(_name_events(proxy, model, prompt, finish))  # type: ignore[return-value]  # an ASGI app
+
+
+class _NameStream:
+    """The SSE response of generateName: writes the events, and stops them when the client leaves.
+
+    A plain ASGI app (as `relay.EventStream` is): the prediction must stop as soon as the
+    client goes, not at the next write after it, so a second task watches for the disconnect.
+    """
+
+    def __init__(self, events: AsyncGenerator[bytes]) -> None:
+        self.events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            writer = asyncio.ensure_future(self._write(send))
+            watcher = asyncio.ensure_future(self._disconnected(receive))
+            try:
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (writer, watcher):
+                    task.cancel()
+                await asyncio.gather(writer, watcher, return_exceptions=True)
+            failure = None if writer.cancelled() else writer.exception()
+            if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
+                raise failure
+        finally:
+            await self.events.aclose()  # cancels the prediction if it is still running
+
+    async def _write(self, send: Send) -> None:
+        async for chunk in self.events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _disconnected(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _name_events(
+    proxy: Proxy,
+    model: str,
+    prompt: list[dict[str, str]],
+    finish: Callable[[str], GeneratedName],
+) -> AsyncGenerator[bytes]:
+    """The SSE body: the prediction runs in a task this generator owns (and cancels if the client goes)."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def on_text(text: str) -> None:
+        queue.put_nowait(text)
+
+    async def run() -> str:
+        try:
+            return await proxy.bridge.complete(model, prompt, **TITLE_SAMPLING, on_text=on_text)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.get_running_loop().create_task(run())
+    try:
+        while (delta := await queue.get()) is not None:
+            yield sse.frame({"event": "thread.name.delta", "delta": delta})
+        try:
+            text = await task
+        except ProxyError as exc:
+            yield sse.frame({"event": "error", "success": False, "error": {"code": exc.code, "message": exc.message}})
+        else:
+            yield sse.frame({"event": "thread.name.completed", **finish(text)})
+        yield sse.DONE
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 routes = api.routes

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import api_files, api_responses, api_threads, metrics, openapi, playground
+from proxy import api_assistants, api_files, api_meta, api_responses, api_threads, metrics, openapi, playground
 from proxy.auth import Authenticator
 from proxy.bridge import Bridge
 from proxy.config import Config
@@ -305,6 +305,8 @@ def create_app(
         *api_responses.routes,
         *api_threads.routes,
         *api_files.routes,
+        *api_assistants.routes,
+        *api_meta.routes,
         *metrics.routes,
         *openapi.routes,
         *playground.routes,

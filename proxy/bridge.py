@@ -14,9 +14,10 @@ Design decisions (the SDK traps of the spec are inputs here; do not "simplify" t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import httpx
@@ -284,7 +285,7 @@ class Bridge:
                     "identifier": info.identifier,
                     "display_name": info.display_name,
                     "context_length": info.context_length,
-                    "vision": bool(getattr(info, "vision", False)),
+                    **_details(info),
                 }
             )
         down = [
@@ -292,7 +293,7 @@ class Bridge:
                 "key": m.model_key,
                 "display_name": m.info.display_name,
                 "context_length": m.info.max_context_length,
-                "vision": bool(getattr(m.info, "vision", False)),
+                **_details(m.info),
             }
             for m in downloaded
             if getattr(m, "type", "llm") == "llm"
@@ -381,6 +382,68 @@ class Bridge:
 
         stream = await self._call("starting the prediction", start, self.config.connect_timeout_seconds)
         return Prediction(stream, self.lost)
+
+    async def complete(
+        self,
+        key: str,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """A short prediction's whole answer text (titles): loads the model, bounded by a timeout.
+
+        `on_text` gets each content fragment as it arrives (reasoning is skipped). The SDK is
+        iterated in a task of its own, so a caller that is cancelled (its client went away) or
+        runs out of time never interrupts the SDK's iteration, which would close the channel
+        silently and leave LM Studio generating: `cancel` is sent first, then the iteration
+        drains to LM Studio's final answer (bounded), then the caller's cancellation goes on.
+        """
+        handle = await self.load(key)
+        prediction = await self.predict(handle, messages, prediction_config(temperature, None, max_tokens))
+        parts: list[str] = []
+
+        async def drain() -> None:
+            async for fragment in prediction.fragments():
+                if fragment.kind == "content" and fragment.content:
+                    parts.append(fragment.content)
+                    if on_text is not None:
+                        await on_text(fragment.content)
+
+        iteration = asyncio.ensure_future(drain())
+        try:
+            async with asyncio.timeout(self.config.fragment_timeout_seconds):
+                await asyncio.shield(iteration)
+        except BaseException as exc:
+            if not iteration.done():  # cancelled or timed out, not failed: stop LM Studio first
+                await asyncio.shield(prediction.cancel())
+                with contextlib.suppress(BaseException):
+                    async with asyncio.timeout(self.config.connect_timeout_seconds):
+                        await asyncio.shield(iteration)
+                iteration.cancel()
+                await asyncio.gather(iteration, return_exceptions=True)
+            if isinstance(exc, TimeoutError):
+                raise BackendUnavailable(
+                    f"LM Studio did not finish within {self.config.fragment_timeout_seconds:g} s."
+                ) from exc
+            raise
+        finally:
+            await asyncio.shield(prediction.aclose())
+        return "".join(parts)
+
+
+def _details(info: Any) -> dict[str, Any]:
+    """What LM Studio says a model can do (`LlmInfo`/`LlmInstanceInfo`), as plain values."""
+    return {
+        "vision": bool(getattr(info, "vision", False)),
+        "trained_for_tool_use": bool(getattr(info, "trained_for_tool_use", False)),
+        "max_context_length": getattr(info, "max_context_length", None),
+        "architecture": getattr(info, "architecture", None),
+        "params_string": getattr(info, "params_string", None),
+        "format": getattr(info, "format", None),
+        "size_bytes": getattr(info, "size_bytes", None),
+    }
 
 
 def prediction_config(

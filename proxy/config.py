@@ -55,6 +55,7 @@ class LMStudioConfig:
 class ModelsConfig:
     __pydantic_config__ = _STRICT
     aliases: dict[str, str] = field(default_factory=dict)
+    title_model: str = ""  # generateName's model (key or alias); empty: the default model
 
 
 @dataclass(frozen=True)

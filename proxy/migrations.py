@@ -125,3 +125,32 @@ def m003_files(db: sqlite3.Connection) -> None:
         """,
     )
     db.execute("INSERT INTO settings VALUES ('files.signing_key', ?)", (secrets.token_hex(32),))
+
+
+@migration
+def m004_assistants(db: sqlite3.Connection) -> None:
+    """Assistants (v5's `assistants`), per owner; `settings` holds the generation fields as JSON."""
+    _script(
+        db,
+        """
+        CREATE TABLE assistants (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            owner TEXT NOT NULL,
+            organization_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT,
+            instructions TEXT,
+            model TEXT,
+            temperature REAL,
+            settings TEXT NOT NULL DEFAULT '{}',
+            tool_configurations TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            is_default INTEGER NOT NULL DEFAULT 0,
+            is_active INTEGER NOT NULL DEFAULT 1,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE INDEX assistants_owner ON assistants(owner, seq)
+        """,
+    )

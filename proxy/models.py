@@ -7,7 +7,7 @@ from typing import Any
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ResourceNotFound
-from proxy.wire.bodies import Model
+from proxy.wire.bodies import Model, V5Model
 
 
 class ModelCatalog:
@@ -95,3 +95,61 @@ class ModelCatalog:
                     }
                 )
         return data
+
+    def entries(self) -> list[tuple[dict[str, Any], bool]]:
+        """Each model once, loaded ones first: (its info, whether it is loaded)."""
+        seen = {m["key"] for m in self.loaded}
+        return [(m, True) for m in self.loaded] + [(m, False) for m in self.downloaded if m["key"] not in seen]
+
+    def v5_listing(
+        self,
+        *,
+        capabilities: bool = True,
+        details: bool = False,
+        pricing: bool = False,
+        last_used: dict[str, str] | None = None,
+    ) -> list[V5Model]:
+        """The models in v5's `ModelResponse` shape (see `wire.bodies.V5Model`)."""
+        out: list[V5Model] = []
+        for m, loaded in self.entries():
+            key = str(m["identifier"] if loaded else m["key"])
+            entry: V5Model = {
+                "id": key,
+                "key": key,
+                "name": m["display_name"],
+                "provider": "lmstudio",
+                "is_visible_in_ui": True,
+                "is_deprecated": False,
+                "availability_status": "general_availability",
+                "context_window": m["context_length"],
+                "loaded": loaded,
+            }
+            if capabilities:
+                entry["capabilities"] = model_capabilities(m)
+            if pricing:
+                entry["pricing"] = {"message": "Local model: no cost"}
+            if details:
+                entry["description"] = _description(m, loaded)
+                entry["model_version"] = m.get("params_string")
+                for name in ("max_context_length", "architecture", "params_string", "format", "size_bytes"):
+                    entry[name] = m.get(name)
+            if last_used is not None:
+                entry["last_used_at"] = last_used.get(key) or last_used.get(str(m["key"]))
+            out.append(entry)
+        return out
+
+
+def model_capabilities(info: dict[str, Any]) -> list[str]:
+    """v5's capability names for what LM Studio reports of a model (`vision`, `trainedForToolUse`)."""
+    caps = ["text_generation", "conversation", "streaming"]
+    if info.get("vision"):
+        caps.append("vision")
+    if info.get("trained_for_tool_use"):
+        caps.append("tool_calling")
+    return caps
+
+
+def _description(info: dict[str, Any], loaded: bool) -> str:
+    facts = [f for f in (info.get("params_string"), info.get("architecture"), info.get("format")) if f]
+    state = "loaded in LM Studio" if loaded else "downloaded in LM Studio, loaded on first use"
+    return f"{info['display_name']} ({', '.join(str(f) for f in facts) or 'LLM'}), {state}"

@@ -43,6 +43,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import time
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -968,6 +969,91 @@ class Store:
     def setting(self, name: str) -> str:
         return str(self.db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
 
+    # -- assistants, model usage (v5's assistants group, /v1/models) -----------------------
+
+    def create_assistant(self, owner: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Store a new assistant for `owner`; `fields` are columns (see `ASSISTANT_FIELDS`)."""
+        now = int(time.time())
+        aid = new_id("asst")
+        row = {k: v for k, v in fields.items() if k in ASSISTANT_FIELDS}
+        cols = ["id", "owner", "created_at", "updated_at", *row]
+        values = [aid, owner, now, now, *(_assistant_value(k, v) for k, v in row.items())]
+        self.db.execute(f"INSERT INTO assistants ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
+        created = self.find_assistant(aid)
+        assert created is not None
+        return created
+
+    def find_assistant(self, assistant_id: str) -> dict[str, Any] | None:
+        """An assistant whoever owns it (the API tells 403 from 404 with its `owner`)."""
+        row = self.db.execute("SELECT * FROM assistants WHERE id = ?", (assistant_id,)).fetchone()
+        return _assistant(row) if row else None
+
+    def get_assistant(self, owner: str, assistant_id: str) -> dict[str, Any] | None:
+        """The owner's assistant, or None (unknown, or another key's): for applying `assistant_id`.
+
+        Keys: id, owner, organization_id, name, description, instructions, model (an LM Studio
+        key or alias, or None: the default), temperature, top_p, max_tokens, output_mode
+        (each None when not set), tool_configurations (dict or None), metadata, is_default,
+        is_active, created_at, updated_at (epoch seconds).
+        """
+        found = self.find_assistant(assistant_id)
+        return found if found is not None and found["owner"] == owner else None
+
+    def update_assistant(self, assistant_id: str, fields: dict[str, Any]) -> None:
+        sets, args = [], []
+        for key, value in fields.items():
+            if key not in ASSISTANT_FIELDS:
+                raise KeyError(key)
+            sets.append(f"{key} = ?")
+            args.append(_assistant_value(key, value))
+        sets.append("updated_at = ?")
+        args.extend([int(time.time()), assistant_id])
+        self.db.execute(f"UPDATE assistants SET {', '.join(sets)} WHERE id = ?", args)
+
+    def delete_assistant(self, assistant_id: str) -> None:
+        self.db.execute("DELETE FROM assistants WHERE id = ?", (assistant_id,))
+
+    def list_assistants(
+        self,
+        owner: str,
+        *,
+        organization_id: str | None,
+        search: str | None,
+        include_inactive: bool,
+        sort_by: str,
+        sort_order: str,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the owner's assistants and how many match in all."""
+        where, args = ["owner = ?"], list[Any]([owner])
+        if organization_id:
+            where.append("organization_id = ?")
+            args.append(organization_id)
+        if search:
+            where.append("(name LIKE ? ESCAPE '\\' OR IFNULL(description, '') LIKE ? ESCAPE '\\')")
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args.extend([pattern, pattern])
+        if not include_inactive:
+            where.append("is_active = 1")
+        if sort_by not in ("created_at", "updated_at", "name"):
+            raise KeyError(sort_by)
+        direction = "ASC" if sort_order == "asc" else "DESC"
+        sql = f"FROM assistants WHERE {' AND '.join(where)}"
+        total = int(self.db.execute(f"SELECT COUNT(*) {sql}", args).fetchone()[0])
+        rows = self.db.execute(
+            f"SELECT * {sql} ORDER BY {sort_by} {direction}, seq {direction} LIMIT ? OFFSET ?", [*args, limit, offset]
+        ).fetchall()
+        return [_assistant(r) for r in rows], total
+
+    def last_used_models(self, owner: str) -> dict[str, str]:
+        """model → when the owner's last response with it was created (ISO-8601)."""
+        rows = self.db.execute(
+            "SELECT model, MAX(created_at) FROM responses WHERE owner = ? AND model IS NOT NULL GROUP BY model",
+            (owner,),
+        )
+        return {r[0]: r[1] for r in rows}
+
 
 def _thread(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
@@ -981,4 +1067,34 @@ def _message(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["metadata"] = json.loads(d["metadata"] or "{}")
     del d["response_blocks"]  # a column no release ever wrote: blocks are rendered when asked for
+    return d
+
+
+ASSISTANT_FIELDS = (
+    "organization_id", "name", "description", "instructions", "model", "temperature", "settings",
+    "tool_configurations", "metadata", "is_default", "is_active",
+)  # fmt: skip
+_ASSISTANT_SETTINGS = ("top_p", "max_tokens", "output_mode")
+
+
+def _assistant_value(key: str, value: Any) -> Any:
+    if key in ("settings", "metadata"):
+        return json.dumps(value or {})
+    if key == "tool_configurations":
+        return None if value is None else json.dumps(value)
+    if key in ("is_default", "is_active"):
+        return 1 if value else 0
+    return value
+
+
+def _assistant(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+    d = dict(row)
+    del d["seq"]
+    settings = json.loads(d.pop("settings") or "{}")
+    for name in _ASSISTANT_SETTINGS:
+        d[name] = settings.get(name)
+    d["metadata"] = json.loads(d["metadata"] or "{}")
+    d["tool_configurations"] = json.loads(d["tool_configurations"]) if d["tool_configurations"] else None
+    d["is_default"] = bool(d["is_default"])
+    d["is_active"] = bool(d["is_active"])
     return d

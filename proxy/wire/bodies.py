@@ -160,6 +160,8 @@ class UsageList(TypedDict):
 
 
 class Model(TypedDict):
+    """A model as the playground lists it (`data`)."""
+
     id: str
     object: Literal["model"]
     display_name: str
@@ -167,9 +169,50 @@ class Model(TypedDict):
     context_length: int | None
 
 
-class ModelList(TypedDict):
-    """The LM Studio models the proxy can use, loaded and downloaded."""
+class ModelPricing(TypedDict):
+    message: str
 
+
+class V5Model(TypedDict):
+    """A model in v5's shape (`ModelResponse`); `key` is what a request's `model` names."""
+
+    id: Annotated[str, Field(description="The LM Studio model identifier (same as key)")]
+    key: str
+    name: Annotated[str, Field(description="LM Studio's display name")]
+    provider: str
+    is_visible_in_ui: bool
+    is_deprecated: bool
+    availability_status: Literal["general_availability"]
+    capabilities: NotRequired[
+        Annotated[
+            list[str],
+            Field(
+                description="text_generation, conversation, streaming; vision and tool_calling as LM Studio reports "
+                "them (vision, trainedForToolUse). Absent with include_capabilities=false."
+            ),
+        ]
+    ]
+    context_window: Annotated[
+        int | None, Field(description="The loaded context length, else the model's maximum (tokens)")
+    ]
+    loaded: bool
+    pricing: NotRequired[ModelPricing]
+    description: NotRequired[str]
+    model_version: NotRequired[str | None]
+    max_context_length: NotRequired[int | None]
+    architecture: NotRequired[str | None]
+    params_string: NotRequired[str | None]
+    format: NotRequired[str | None]
+    size_bytes: NotRequired[int | None]
+    last_used_at: NotRequired[Annotated[str | None, Field(description="The caller's last use (include_recent_usage)")]]
+
+
+class ModelList(TypedDict):
+    """The LM Studio models the proxy can use, loaded and downloaded: v5's `ModelsListResponse`
+    (`models`, `total_count`) and, beside it, the playground's listing (`data`, `aliases`)."""
+
+    models: list[V5Model]
+    total_count: int
     object: Literal["list"]
     data: list[Model]
     aliases: Annotated[dict[str, str], Field(description="alias → model id")]
