@@ -26,6 +26,54 @@ def _metadata(tool_call_id: str | None, found: list[images.Image]) -> dict[str, 
     return {**meta, **images.note(found)} if found else meta or None
 
 
+def _with_assistant(proxy: Proxy, owner: str, req: CreateResponseRequest) -> CreateResponseRequest:
+    """Apply the request's assistant (or the one its thread is bound to): its instructions, model,
+    sampling and output mode fill what the request leaves unset; tools it would need are a 422.
+
+    v5: an assistant binds to a thread when the thread is created; a different one later is a 422.
+    """
+    bound = None
+    if req.thread_id:
+        thread = proxy.store.get_thread(req.thread_id)
+        bound = thread["assistant_id"] if thread is not None and thread["owner"] == owner else None
+    if req.assistant_id and bound and req.assistant_id != bound:
+        raise ValidationError(
+            f"Invalid request: assistant_id: the thread is bound to assistant {bound}",
+            {"errors": [{"field": "assistant_id", "message": f"the thread is bound to assistant {bound}"}]},
+        )
+    assistant_id = req.assistant_id or bound
+    if not assistant_id:
+        return req
+    assistant = proxy.store.get_assistant(owner, assistant_id)
+    if assistant is None:
+        if proxy.store.find_assistant(assistant_id) is not None:
+            raise InsufficientPermissions("You don't have permission to use this assistant")
+        raise ResourceNotFound(f"Assistant {assistant_id} not found", {"field": "assistant_id"})
+    changes: dict[str, Any] = {"assistant_id": assistant_id}
+    for field, key in (("instructions", "instructions"), ("model", "model"), ("temperature", "temperature"),
+                       ("top_p", "top_p"), ("max_tokens", "max_tokens"), ("output_mode", "output_mode")):  # fmt: skip
+        if getattr(req, field) is None and assistant.get(key) is not None:
+            changes[field] = assistant[key]
+    active = _active_tools(assistant.get("tool_configurations") or {})
+    if active:  # v5 assistants carry system, MCP and streamline tools: none of them runs here (yet)
+        raise ValidationError(
+            f"Invalid request: assistant_id: {NOT_SUPPORTED}: the assistant's tools ({', '.join(active)})",
+            {"errors": [{"field": "assistant_id", "message": f"{NOT_SUPPORTED}: its tools {', '.join(active)}"}]},
+        )
+    return req.model_copy(update=changes)
+
+
+def _active_tools(configurations: dict[str, Any]) -> list[str]:
+    active = [
+        f"system_tools.{name}"
+        for name, setting in (configurations.get("system_tools") or {}).items()
+        if isinstance(setting, dict) and setting.get("mode", "off") != "off"
+    ]
+    active += [f"mcp_tools[{i}]" for i, _ in enumerate(configurations.get("mcp_tools") or [])]
+    active += [f"streamline_tools[{i}]" for i, _ in enumerate(configurations.get("streamline_tools") or [])]
+    return active
+
+
 def _reset_point(proxy: Proxy, owner: str, response_id: str, thread_id: str | None) -> tuple[str, tuple[str, bool]]:
     """previous_response_id: the thread to continue, and the last message kept (the response's)."""
     response = proxy.store.get_response(response_id)
@@ -47,6 +95,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         )
     if not proxy.registry.accepting:
         raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
+    req = _with_assistant(proxy, owner, req)
     model = await proxy.catalog.resolve(req.model)
     found = await images.collect(files, owner, req)
     handles: dict[int, list[dict[str, Any]]] = {}

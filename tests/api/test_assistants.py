@@ -179,3 +179,40 @@ async def test_assistants_async(harness: Harness) -> None:
         assert [a.id for a in listed.assistants] == [created.id]
         assert await client.assistants.delete_assistant(created.id) is None
         assert (await client.assistants.list_assistants(organization_id=ORG)).total == 0
+
+
+def test_assistant_id_on_a_create_applies_the_assistant(harness: Harness) -> None:
+    client = v5(harness)
+    assistant = client.assistants.create_assistant(
+        name="Brief", organization_id=ORG, instructions="Answer in one word.", temperature=0.2,
+        max_completion_tokens=64, tool_configurations={"system_tools": {"web_search": {"mode": "off"}}},
+    )  # fmt: skip
+    first = client.responses.create_response(
+        inputs=[{"role": "user", "content": "hi [tool=none] [tokens=3]"}], assistant_id=assistant.id
+    )
+    record = harness.sim.predictions()[-1]
+    assert record["history"][0] == {"role": "system", "text": "Answer in one word."}
+    assert record["config"]["llm.prediction.temperature"] == 0.2
+    assert record["config"]["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 64}
+    # The thread stays bound to it: a later request on the thread gets it without naming it...
+    client.responses.create_response(
+        inputs=[{"role": "user", "content": "again [tool=none] [tokens=3]"}], thread_id=first["thread_id"]
+    )
+    assert harness.sim.predictions()[-1]["history"][0]["text"] == "Answer in one word."
+    # ...and another assistant on that thread is refused; an unknown one is a 404.
+    other = client.assistants.create_assistant(name="Other", organization_id=ORG)
+    with httpx.Client(base_url=harness.url, headers={"X-API-Key": KEY}) as http:
+        rebound = http.post(
+            "/v1/model/response",
+            json={"inputs": [{"content": "x"}], "thread_id": first["thread_id"], "assistant_id": other.id},
+        )
+        assert rebound.status_code == 422 and rebound.json()["error"]["details"]["errors"][0]["field"] == "assistant_id"
+        unknown = http.post("/v1/model/response", json={"inputs": [{"content": "x"}], "assistant_id": "asst_nope"})
+        assert unknown.status_code == 404
+    # Tools it cannot run here are refused, never dropped.
+    searching = client.assistants.create_assistant(
+        name="Search", organization_id=ORG, tool_configurations={"system_tools": {"web_search": {"mode": "on"}}}
+    )
+    with httpx.Client(base_url=harness.url, headers={"X-API-Key": KEY}) as http:
+        refused = http.post("/v1/model/response", json={"inputs": [{"content": "x"}], "assistant_id": searching.id})
+    assert refused.status_code == 422 and "not supported by lmstudio-proxy" in refused.text
