@@ -21,7 +21,7 @@ NOFILE = 1024  # a common default `ulimit -n`
 
 
 def _request_head(method: str, path: str, length: int | None = None) -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\n"
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY}\r\n"
     if length is not None:
         head += f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
     return (head + "\r\n").encode()
@@ -43,7 +43,7 @@ def test_header_and_body_timeouts(make_harness: Any) -> None:
         socket.create_connection(("127.0.0.1", h.server.port)) as slow_headers,
         socket.create_connection(("127.0.0.1", h.server.port)) as slow_body,
     ):
-        slow_headers.sendall(b"GET /v1/threads HTTP/1.1\r\nHost: x\r\n")
+        slow_headers.sendall(b"GET /v1/threads HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         slow_body.sendall(_request_head("POST", "/v1/threads", length=100) + b'{"title": ')
         assert _until_closed(silent) == b""  # nothing was asked: nothing to answer
         assert _until_closed(slow_headers) == b""
@@ -130,7 +130,7 @@ def test_idle_sockets_do_not_lock_clients_out(
             sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=60)
             sockets.append(sock)
             if i % 3 == 1:
-                sock.sendall(b"GET /v1/threads HTTP/1.1\r\nHost: x\r\n")
+                sock.sendall(b"GET /v1/threads HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             elif i % 3 == 2:
                 sock.sendall(_request_head("POST", "/v1/threads", length=100) + b"{")
         with httpx.Client(base_url=proxy.url, headers={"X-API-Key": KEY}, timeout=60) as client:
