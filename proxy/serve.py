@@ -206,6 +206,13 @@ def run(args: argparse.Namespace) -> int:
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"
         lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
+        # Say now, not at the first request, when LM Studio does not answer (about a second when
+        # nothing listens); serve anyway: the bridge connects on each request until it answers.
+        from proxy.doctor import unreachable  # here: proxy.doctor imports this module
+
+        problem = None if simulator or args.preload else asyncio.run(unreachable(config.lmstudio, lmstudio_host))
+        if problem is not None:
+            lm += " (does not answer yet)"
         host, port = sock.getsockname()[:2]
         print(
             f"lmstudio-proxy listening on http://{host if ':' not in host else f'[{host}]'}:{port}\n"
@@ -215,6 +222,13 @@ def run(args: argparse.Namespace) -> int:
             f"  config:    {config.source or 'defaults'}",
             flush=True,
         )
+        if problem is not None:
+            print(
+                f"lmstudio-proxy: warning: {problem.message} Requests that need a model get 503 until it does.\n"
+                f"  fix: {problem.fix}",
+                file=sys.stderr,
+                flush=True,
+            )
         server = NotifyingServer(server_config, before_shutdown=lambda: stop_streams(app))
         with sock:
             server.run(sockets=[sock])

@@ -309,3 +309,21 @@ def test_serve_preload_lmstudio_down(tmp_path: Path, free_port: Callable[[], int
     assert result.stdout == ""
     assert "cannot preload 'simulated-llm': LM Studio is not reachable" in result.stderr
     assert "--simulate" in result.stderr
+
+
+def test_serve_says_at_once_when_lmstudio_does_not_answer(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    nothing = free_port()  # nobody listens there
+    command = serve_command(
+        "--lmstudio", f"127.0.0.1:{nothing}", "--port", str(free_port()), "--database", str(tmp_path / "p.sqlite3"),
+    )  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            banner = "".join(proc.stdout.readline() for _ in range(2))
+            assert "listening on" in banner and "does not answer yet" in banner, banner
+            warning = proc.stderr.readline()
+            assert "warning" in warning and f"127.0.0.1:{nothing}" in warning, warning
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
