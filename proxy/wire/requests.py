@@ -302,6 +302,9 @@ def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
     errors: list[dict[str, str]] = []
     has_user = False
     for i, m in enumerate(req.inputs):  # a plain loop: this runs on every request
+        if type(m.content) is str and m.tool_call_id is None and m.files is None and m.role != "tool":
+            has_user = has_user or m.role == "user"
+            continue  # the common case: plain text, nothing more to check
         has_user = has_user or m.role == "user" or m.role == "tool"
         if m.content is None and m.texts is None:
             errors.append({"field": f"inputs[{i}]", "message": "must have `content` (or the legacy `texts`)"})
@@ -327,7 +330,7 @@ def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
                     errors.append(_refused(where, f"content blocks of type '{block.type}'"))
     if not has_user:
         errors.append({"field": "inputs", "message": NO_USER_MESSAGE})
-    if len(req.model_fields_set & _OPTIONAL_FEATURES) > 0:  # only then: rare fields, checked when given
+    if not _OPTIONAL_FEATURES.isdisjoint(req.model_fields_set):  # rare fields, checked only when given
         errors.extend(_feature_errors(req))
     return errors
 
