@@ -28,8 +28,8 @@ from proxy import config as config_module
 from proxy.bridge import FALLBACK_HOST, SDK_DEFAULT_PORTS, START_HINT, Bridge
 from proxy.config import Config, LMStudioConfig
 from proxy.errors import BackendUnavailable, ConfigError
+from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
-from proxy.serve import is_loopback
 from proxy.state import default_database_path
 from proxy.wire.bodies import Model
 

@@ -37,3 +37,13 @@ class HostGuard:
         except ValueError:
             pass
         return host in self.exact or (bool(self.suffixes) and host.endswith(self.suffixes))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is this machine only (`serve` refuses others without keys)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -17,6 +16,7 @@ from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.bridge import Bridge
 from proxy.config import Config
 from proxy.errors import ConfigError, ProxyError, StorageUnavailable
+from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
 from proxy.serving import NotifyingServer, bind
 from proxy.state import default_database_path
@@ -35,15 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-open", action="store_true", help="allow a non-loopback address with no auth.api_keys configured"
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def effective_config(args: argparse.Namespace) -> Config:
@@ -208,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
         # Say now, not at the first request, when LM Studio does not answer (about a second when
         # nothing listens); serve anyway: the bridge connects on each request until it answers.
-        from proxy.doctor import unreachable  # here: proxy.doctor imports this module
+        from proxy.doctor import unreachable  # here: the doctor is for this one moment only
 
         problem = None if simulator or args.preload else asyncio.run(unreachable(config.lmstudio, lmstudio_host))
         if problem is not None:
