@@ -158,7 +158,7 @@ function addCopyButton(pre) {
   button.className = "copy ghost small";
   button.setAttribute("data-testid", "copy-code");
   button.textContent = "Copy";
-  button.addEventListener("click", () => copyText(pre.textContent, button));
+  button.addEventListener("click", () => copyText(pre.textContent.replace(/\n$/, ""), button));
   bar.append(label, button);
   pre.replaceWith(wrapper);
   wrapper.append(bar, pre);
@@ -646,7 +646,9 @@ async function loadMessages(threadId) {
   }
 }
 
-function renderMessages(messages) {
+function renderMessages(messages, { keepScroll = false } = {}) {
+  const top = ui.messages.scrollTop;
+  const follow = !keepScroll || state.follow;
   ui.messages.replaceChildren();
   ui.empty.hidden = messages.length > 0;
   for (const message of messages) {
@@ -661,8 +663,14 @@ function renderMessages(messages) {
     if (message.metadata?.failed) markFailed(item, message.metadata.error?.message || "failed");
   }
   refreshActions();
-  state.follow = true;
-  scrollToBottom();
+  // A re-render of the thread shown leaves a reader who scrolled up where they were.
+  state.follow = follow;
+  if (follow) scrollToBottom();
+  else {
+    ui.messages.scrollTop = top;
+    state.lastScrollTop = ui.messages.scrollTop;
+  }
+  ui.jump.hidden = state.follow || nearBottom();
 }
 
 async function openThread(threadId) {
@@ -974,7 +982,7 @@ async function stop() {
 async function reloadShown(threadId) {
   if (state.threadId !== threadId) return;
   try {
-    renderMessages(await loadMessages(threadId));
+    renderMessages(await loadMessages(threadId), { keepScroll: true });
   } catch (err) {
     showError(`Could not reload the chat: ${describe(err)}`);
   }
