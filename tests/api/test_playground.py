@@ -12,7 +12,7 @@ import pytest
 from support import KEY, Harness, make_config, wait_until
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, ViewportSize
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,11 +47,11 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
-DESKTOP = {"width": 1100, "height": 720}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1100, "height": 720}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 
-def open_page(browser: Browser, h: Harness, viewport: dict[str, int] = DESKTOP) -> Page:
+def open_page(browser: Browser, h: Harness, viewport: ViewportSize = DESKTOP) -> Page:
     """A fresh browser context (empty localStorage) on the playground; enters the API key."""
     from playwright.sync_api import expect
 
