@@ -503,20 +503,28 @@ async function nameThread(threadId, firstMessage) {
 // -- models --------------------------------------------------------------------------------
 
 function modelEntries(listing) {
-  // v5's shape {models:[{id, key, name, capabilities}]} or the older {data:[{id, display_name, loaded}]}.
+  // v5's shape {models:[{id, key, name, capabilities}]} or the older {data:[{id, display_name, loaded}]};
+  // when both are there, the older one still says which models are loaded.
+  const older = new Map((listing?.data || []).map((m) => [m.id, m]));
+  const vision = (m) => (m.capabilities || []).includes("vision") || m.vision === true;
   if (Array.isArray(listing?.models)) {
-    return listing.models.map((m) => ({
-      value: m.key || m.id,
-      label: m.name || m.key || m.id,
-      loaded: m.loaded ?? m.is_loaded,
-      vision: (m.capabilities || []).includes("vision") || m.vision === true,
-    }));
+    return listing.models.map((m) => {
+      const value = m.key || m.id;
+      return {
+        value,
+        label: m.name || value,
+        loaded: m.loaded ?? m.is_loaded ?? older.get(value)?.loaded,
+        vision: vision(m) || vision(older.get(value) || {}),
+        is_default: m.is_default === true,
+      };
+    });
   }
-  return (listing?.data || []).map((m) => ({
+  return [...older.values()].map((m) => ({
     value: m.id,
     label: m.display_name || m.id,
     loaded: m.loaded,
-    vision: (m.capabilities || []).includes("vision") || m.vision === true,
+    vision: vision(m),
+    is_default: m.is_default === true,
   }));
 }
 
@@ -544,6 +552,16 @@ async function refreshModels() {
   } catch (err) {
     if (err.status !== 401) showError(`Could not list models: ${describe(err)}`);
   }
+  updateAttach();
+}
+
+// The server names the model it used: the "Default" option says which one from then on.
+function learnDefaultModel(model) {
+  localStorage.setItem(DEFAULT_MODEL_STORAGE, model);
+  const label = state.models.find((m) => m.value === model)?.label || model;
+  if (state.defaultModel === label) return;
+  state.defaultModel = label;
+  ui.model.options[0].text = `Default (${label})`;
   updateAttach();
 }
 
@@ -867,7 +885,7 @@ function onEvent(turn, event) {
     case "response.created":
       learnThread(turn, event.thread_id);
       if (event.user_message_id) turn.user.dataset.messageId = event.user_message_id;
-      if (!ui.model.value && event.model) localStorage.setItem(DEFAULT_MODEL_STORAGE, event.model);
+      if (!ui.model.value && event.model) learnDefaultModel(event.model);
       setStatus(`Generating with ${event.model}…`);
       break;
     case "reasoning.started":
