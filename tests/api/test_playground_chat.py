@@ -320,3 +320,119 @@ def test_reasoning_is_shown_collapsed(browser: Browser, make_harness: Any) -> No
     reasoning.locator("summary").click()
     expect(reasoning.locator("pre")).to_be_visible()
     expect(reasoning.locator("pre")).to_have_text(re.compile(r"\w"))
+
+
+V5_MODELS = {
+    "models": [
+        {
+            "id": "mdl_vision",
+            "key": "simulated-llm",
+            "name": "Simulated Vision",
+            "is_visible_in_ui": True,
+            "is_deprecated": False,
+            "availability_status": "general_availability",
+            "capabilities": ["vision", "trainedForToolUse"],
+            "context_window": 4096,
+        },
+        {
+            "id": "mdl_text",
+            "key": "simulated-large",
+            "name": "Simulated Text",
+            "is_visible_in_ui": True,
+            "is_deprecated": False,
+            "availability_status": "general_availability",
+            "capabilities": [],
+        },
+    ],
+    "total_count": 2,
+}
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c63f8cfc0f01f0005000201a5f1b2a40000000049454e44ae426082"
+)
+
+
+@needs_browser
+def test_v5_model_listing_and_image_attachments(browser: Browser, make_harness: Any) -> None:
+    """The endpoints being added (v5 models, the files API) answered by the browser itself, as documented."""
+    import json
+
+    from playwright.sync_api import Route, expect
+
+    h: Harness = make_harness(tokens_per_second=0.0)
+    sent: list[dict[str, Any]] = []
+    upload_answers = [200]
+
+    def models(route: Route) -> None:
+        route.fulfill(json=V5_MODELS)
+
+    def files(route: Route) -> None:
+        if route.request.method == "GET":
+            route.fulfill(json={"success": True, "files": [], "total": 0})
+        elif upload_answers[0] == 200:
+            stored = {"id": "file_1", "original_filename": "dot.png", "file_size": len(PNG), "mime_type": "image/png"}
+            route.fulfill(json={"success": True, "message": "ok", "files": [stored], "total_uploaded": 1})
+        else:
+            error = {"code": "RESOURCE_NOT_FOUND", "message": "Not found"}
+            route.fulfill(status=404, json={"success": False, "error": error})
+
+    def create(route: Route) -> None:
+        # The simulator has no vision model: answer here, as the server will for one that has.
+        sent.append(json.loads(route.request.post_data or "{}"))
+        events = [
+            {"event": "response.processing", "status": "processing", "thread_id": "thrd_img", "message": "ok"},
+            {
+                "event": "response.created",
+                "thread_id": "thrd_img",
+                "user_message_id": "msg_u",
+                "model": "simulated-llm",
+            },
+            {"event": "response.content_delta", "delta": "A **red** dot."},
+            {"event": "response.completed", "thread_id": "thrd_img", "response": "A **red** dot."},
+        ]
+        frames = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=frames)
+
+    page = open_page_with_routes(browser, h, {"**/v1/models": models, "**/files**": files})
+    page.route("**/v1/model/response", create)
+    select = page.get_by_test_id("model-select")
+    expect(select.locator("option")).to_have_count(3)
+    expect(select.locator("option").nth(1)).to_have_text(re.compile(r"^Simulated Vision"))
+
+    # The attach button is there for the vision model only.
+    attach = page.get_by_test_id("attach")
+    select.select_option("simulated-large")
+    expect(attach).to_be_hidden()
+    select.select_option("simulated-llm")
+    expect(attach).to_be_visible()
+    page.get_by_test_id("file-input").set_input_files({"name": "dot.png", "mimeType": "image/png", "buffer": PNG})
+    expect(page.get_by_test_id("attachment")).to_have_count(1)
+    send(page, "What is in this picture? [tokens=5]")
+    expect(page.get_by_test_id("attachment")).to_have_count(0)
+    expect(bubbles(page, "assistant")).to_have_attribute("data-state", "completed")
+    expect(source_of(bubbles(page, "assistant")).locator("strong")).to_have_text("red")
+    assert sent[-1]["model"] == "simulated-llm"
+    assert sent[-1]["inputs"] == [
+        {"role": "user", "content": "What is in this picture? [tokens=5]", "files": [{"file_id": "file_1"}]}
+    ]
+
+    # An upload endpoint that answers 404 takes the button away, and says so.
+    upload_answers[0] = 404
+    page.get_by_test_id("file-input").set_input_files({"name": "dot.png", "mimeType": "image/png", "buffer": PNG})
+    expect(page.get_by_test_id("error-banner")).to_contain_text("Could not attach dot.png")
+    expect(attach).to_be_hidden()
+
+
+def open_page_with_routes(browser: Browser, h: Harness, routes: dict[str, Any]) -> Page:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=DESKTOP)
+    for pattern, handler in routes.items():
+        context.route(pattern, handler)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(h.url + "/")
+    page.get_by_test_id("key-input").fill(KEY)
+    page.get_by_test_id("key-save").click()
+    expect(page.get_by_test_id("app")).to_be_visible()
+    return page
