@@ -485,13 +485,13 @@ async function deleteThread(thread, button) {
   refreshThreads();
 }
 
-// A new thread gets a title once its first answer is in: the server's generateName if it has
-// one, else the start of the first message.
+// A new thread gets a title once its first answer is in: the server's generateName (which stores
+// it), else the start of the first message, stored with a PATCH.
 async function nameThread(threadId, firstMessage) {
   try {
     const response = await api(`v1/threads/${encodeURIComponent(threadId)}/generateName`, { method: "POST", body: {} });
     if (response.ok) return;
-    if (response.status !== 404 && response.status !== 405) return;
+    // No generateName here (404), or it failed: the start of the message is a better title than none.
     const words = firstMessage.replace(/\[tokens=\d+\]/g, "").trim().split(/\s+/).slice(0, 6).join(" ");
     const title = words.length > 48 ? `${words.slice(0, 47)}…` : words;
     if (title) await apiJson(`v1/threads/${encodeURIComponent(threadId)}`, { method: "PATCH", body: { title } });

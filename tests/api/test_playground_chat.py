@@ -387,6 +387,10 @@ def test_v5_model_listing_and_image_attachments(browser: Browser, make_harness: 
                 "user_message_id": "msg_u",
                 "model": "simulated-llm",
             },
+            {
+                "event": "response.block",
+                "block": {"type": "tool_call", "id": "c1", "tool_name": "zoom", "tool_arguments": {"x": 1}},
+            },
             {"event": "response.content_delta", "delta": "A **red** dot."},
             {"event": "response.completed", "thread_id": "thrd_img", "response": "A **red** dot."},
         ]
@@ -411,6 +415,12 @@ def test_v5_model_listing_and_image_attachments(browser: Browser, make_harness: 
     expect(page.get_by_test_id("attachment")).to_have_count(0)
     expect(bubbles(page, "assistant")).to_have_attribute("data-state", "completed")
     expect(source_of(bubbles(page, "assistant")).locator("strong")).to_have_text("red")
+    # A tool call is shown, collapsed.
+    call = bubbles(page, "assistant").get_by_test_id("tool-call")
+    expect(call.locator("summary")).to_have_text("Tool call: zoom")
+    expect(call.locator("pre")).to_be_hidden()
+    call.locator("summary").click()
+    expect(call.locator("pre")).to_contain_text('"x": 1')
     assert sent[-1]["model"] == "simulated-llm"
     assert sent[-1]["inputs"] == [
         {"role": "user", "content": "What is in this picture? [tokens=5]", "files": [{"file_id": "file_1"}]}
