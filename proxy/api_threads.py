@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from proxy import sse
+from proxy import relay, sse
 from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive, ValidationError
 from proxy.render import blocks as render_blocks
 from proxy.render import plain
@@ -426,20 +426,8 @@ class _NameStream:
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            writer = asyncio.ensure_future(self._write(send))
-            watcher = asyncio.ensure_future(self._disconnected(receive))
-            try:
-                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (writer, watcher):
-                    task.cancel()
-                await asyncio.gather(writer, watcher, return_exceptions=True)
-            failure = None if writer.cancelled() else writer.exception()
-            if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
-                raise failure
+            await relay.respond(receive, send, self._write)
         finally:
             await self.events.aclose()  # cancels the prediction if it is still running
 
@@ -447,11 +435,6 @@ class _NameStream:
         async for chunk in self.events:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    @staticmethod
-    async def _disconnected(receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
 
 
 async def _name_events(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
@@ -36,18 +37,7 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            writer = asyncio.ensure_future(self._write(send))
-            watcher = asyncio.ensure_future(_disconnected(receive))
-            try:
-                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (writer, watcher):
-                    task.cancel()
-                await asyncio.gather(writer, watcher, return_exceptions=True)
-            failure = None if writer.cancelled() else writer.exception()
-            if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
-                raise failure
+            await respond(receive, send, self._write)
         finally:
             # Also when the client left before the body started, or sending failed.
             if not self.stream.finished.is_set():
@@ -80,6 +70,26 @@ class EventStream:
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+
+
+async def respond(receive: Receive, send: Send, write: Callable[[Send], Awaitable[None]]) -> None:
+    """Send an SSE response whose body `write` sends, until it ends or the client disconnects.
+
+    A second task watches for the disconnect, so the body stops at once when the client goes,
+    not at its next write; the caller's `finally` then stops what produced the events.
+    """
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    writer = asyncio.ensure_future(write(send))
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (writer, watcher):
+            task.cancel()
+        await asyncio.gather(writer, watcher, return_exceptions=True)
+    failure = None if writer.cancelled() else writer.exception()
+    if failure is not None and not isinstance(failure, OSError):  # OSError: the client is gone
+        raise failure
 
 
 async def _disconnected(receive: Receive) -> None:
