@@ -12,6 +12,7 @@ from proxy.errors import InvalidRequest, ValidationError
 from proxy.wire.requests import CreateResponseRequest, finite, request_errors
 
 M = TypeVar("M", bound=BaseModel)
+_N, _I = ord("N"), ord("I")
 
 # pydantic's own words for what the whole body got wrong (not one field): a 400, not a 422.
 _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
@@ -76,7 +77,9 @@ def decode_body(model: type[M], body: bytes, *, empty_is_object: bool = False) -
         decoded = model.model_validate_json(body)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "request") from None
-    if b"NaN" in body or b"Infinity" in body:  # maybe in a free-form field (metadata); rare, so checked after
+    # NaN or Infinity in a free-form field (metadata)? Rare, so checked after, and a one-byte scan
+    # first: `in` for one byte is memchr, several times cheaper than looking for the word.
+    if (_N in body and b"NaN" in body) or (_I in body and b"Infinity" in body):
         _refuse_non_finite(decoded)
     return decoded
 
