@@ -218,6 +218,33 @@ function showToolBlock(item, block) {
   }
 }
 
+// A function call the client would run: here, the user answers it by hand.
+function answerForm(item, call) {
+  const form = document.createElement("form");
+  form.className = "tool-answer";
+  form.setAttribute("data-testid", "tool-answer");
+  const label = document.createElement("label");
+  label.textContent = `Result of ${call.tool_name}`;
+  const input = document.createElement("textarea");
+  input.rows = 2;
+  input.placeholder = "What the tool returned (text or JSON)";
+  input.setAttribute("data-testid", "tool-answer-input");
+  label.append(input);
+  const button = document.createElement("button");
+  button.type = "submit";
+  button.textContent = "Send result";
+  button.setAttribute("data-testid", "tool-answer-send");
+  form.append(label, button);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text || state.turn) return;
+    form.remove();
+    send(text, { toolCallId: call.id });
+  });
+  contentOf(item).after(form);
+}
+
 function markStopped(item, label = "stopped") {
   item.classList.add("stopped");
   item.dataset.state = "stopped";
@@ -624,6 +651,8 @@ function renderMessages(messages, { keepScroll = false } = {}) {
     for (const call of message.tool_calls || message.metadata?.tool_calls || []) {
       const fn = call.function || call;
       showToolBlock(item, { type: "tool_call", tool_name: fn.name || call.tool_name, tool_arguments: fn.arguments ?? call.tool_arguments });
+      const answered = messages.some((m) => m.role === "tool" && (m.tool_call_id || m.metadata?.tool_call_id) === call.id);
+      if (!answered && message === messages[messages.length - 1]) answerForm(item, call);
     }
     if (message.metadata?.cancelled) markStopped(item);
     if (message.metadata?.failed) markFailed(item, message.metadata.error?.message || "failed");
@@ -712,9 +741,9 @@ function regenerate(userItem) {
 
 // -- a turn: send, stream, stop ------------------------------------------------------------
 
-async function send(text, { editItem = null } = {}) {
+async function send(text, { editItem = null, toolCallId = null } = {}) {
   clearError();
-  const attachments = editItem ? [] : state.attachments;
+  const attachments = editItem || toolCallId ? [] : state.attachments;
   // An edit replaces that message and everything after it, on the server and here.
   const replaced = [];
   if (editItem) {
@@ -726,10 +755,11 @@ async function send(text, { editItem = null } = {}) {
     threadId: state.threadId,
     newThread: state.threadId === null,
     editMessageId: editItem?.dataset.messageId || null,
+    toolCallId,
     replaced,
     attachments,
     controller: new AbortController(),
-    user: bubble("user", text),
+    user: bubble(toolCallId ? "tool" : "user", text),
     assistant: bubble("assistant"),
     reasoning: null,
     source: "",
@@ -741,7 +771,7 @@ async function send(text, { editItem = null } = {}) {
   state.turn = turn;
   state.follow = true;
   scrollToBottom();
-  if (!editItem) {
+  if (!editItem && !toolCallId) {
     ui.prompt.value = "";
     autosize();
     state.attachments = [];
@@ -749,7 +779,7 @@ async function send(text, { editItem = null } = {}) {
   }
   setStreaming(true);
   setStatus("Waiting for the model…");
-  const input = { role: "user", content: text };
+  const input = toolCallId ? { role: "tool", tool_call_id: toolCallId, content: text } : { role: "user", content: text };
   if (attachments.length) input.files = attachments.map((a) => ({ file_id: a.file_id }));
   const body = { inputs: [input], stream: true };
   if (turn.threadId) body.thread_id = turn.threadId;
@@ -782,7 +812,7 @@ function unsend(turn, error) {
   turn.assistant.remove();
   for (const node of turn.replaced) ui.messages.append(node);
   ui.empty.hidden = ui.messages.childElementCount > 0;
-  if (!turn.editMessageId) {
+  if (!turn.editMessageId && !turn.toolCallId) {
     ui.prompt.value = turn.text;
     autosize();
     state.attachments = turn.attachments;

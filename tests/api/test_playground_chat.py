@@ -446,3 +446,28 @@ def open_page_with_routes(browser: Browser, h: Harness, routes: dict[str, Any]) 
     page.get_by_test_id("key-save").click()
     expect(page.get_by_test_id("app")).to_be_visible()
     return page
+
+
+@needs_browser
+def test_a_function_call_can_be_answered_by_hand(browser: Browser, make_harness: Any) -> None:
+    from playwright.sync_api import expect
+
+    h: Harness = make_harness(tokens_per_second=0.0)
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    with h.client() as client:  # a client app made the call; the user answers it in the playground
+        first = client.post("/v1/model/response", json={"inputs": [{"content": "Call get_weather"}], "tools": [tool]})
+    [call] = first.json()["tool_calls"]
+    page = open_page(browser, h)
+    page.get_by_test_id("thread-item").first.click()
+    form = page.get_by_test_id("tool-answer")
+    expect(form).to_be_visible()
+    expect(bubbles(page, "assistant").last.get_by_test_id("tool-call")).to_have_count(1)
+    page.get_by_test_id("tool-answer-input").fill('{"temperature": 21}')
+    page.get_by_test_id("tool-answer-send").click()
+    expect(bubbles(page, "assistant")).to_have_count(2)
+    expect(bubbles(page, "assistant").last).to_have_attribute("data-state", "completed")
+    expect(bubbles(page, "assistant").last).to_contain_text("temperature")
+    expect(form).to_have_count(0)
+    stored = stored_messages(h, first.json()["thread_id"])
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert stored[2]["tool_call_id"] == call["id"] and stored[2]["content"] == '{"temperature": 21}'
