@@ -232,10 +232,10 @@ def test_command_lines_parse_and_name_files_that_exist() -> None:
 class Process:
     """A command in the background; its output lines arrive on a queue as it writes them."""
 
-    def __init__(self, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
-        )
+    def __init__(
+        self, command: list[str], env: dict[str, str], cwd: Path = ROOT, stderr: int = subprocess.STDOUT
+    ) -> None:
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=cwd)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -349,7 +349,9 @@ def test_example(block: Block, server: Server, tmp_path: Path) -> None:
 def stream_and_cancel(terminal_1: Block, terminal_2: Block, server: Server) -> None:
     """Terminal 1 streams; once its first event (with the thread id) is in, terminal 2 cancels."""
     assert terminal_2.kind == "terminal 2" and "THREAD_ID" in terminal_2.text
-    stream = Process(["bash", "-c", server.as_run(terminal_1.text)], server.env)
+    # stdout only: curl draws its progress meter on stderr with carriage returns, and on a busy
+    # machine it lands inside a `data:` line (a flaky failure in CI before this).
+    stream = Process(["bash", "-c", server.as_run(terminal_1.text)], server.env, stderr=subprocess.DEVNULL)
     try:
         first = stream.wait_for(lambda line: line.startswith("data: {"))
         thread_id = json.loads(first[len("data: ") :])["thread_id"]
