@@ -329,7 +329,8 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.cors.allow_origins,
-                allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+                # Every method a route serves (PUT: assistants and upload URLs), from the routes.
+                allow_methods=sorted({m for r in routes for m in getattr(r, "methods", None) or ()} | {"OPTIONS"}),
                 allow_headers=["*"],
                 expose_headers=["X-Request-Id"],
             ),

@@ -332,6 +332,11 @@ async def test_cross_origin_errors_are_readable(make_api: Any) -> None:
         "/v1/threads", headers={"Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST"}
     )
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == CORS_ORIGIN
+    # Every method the API serves may come from the browser: assistants are updated with PUT.
+    put = await client.options(
+        "/v1/assistants/asst_x", headers={"Origin": CORS_ORIGIN, "Access-Control-Request-Method": "PUT"}
+    )
+    assert put.status_code == 200 and "PUT" in put.headers["access-control-allow-methods"]
     for method, path in (("GET", "/v1/threads"), ("GET", "/v1/threads/thrd_nope"), ("PUT", "/v1/threads")):
         response = await client.request(method, path, headers={"Origin": CORS_ORIGIN})
         assert response.headers["access-control-allow-origin"] == CORS_ORIGIN, (method, path)
