@@ -11,10 +11,10 @@ from typing import Any
 
 from proxy import history, images
 from proxy.bridge import prediction_config
-from proxy.errors import InsufficientPermissions, ResourceNotFound, ShuttingDown, ValidationError
+from proxy.errors import ResourceNotFound, ShuttingDown, ValidationError
 from proxy.files import FileStore
 from proxy.spec import StreamSpec
-from proxy.state import Proxy
+from proxy.state import Proxy, owned
 from proxy.streams import ActiveStream
 from proxy.wire.requests import NOT_SUPPORTED, CreateResponseRequest, structured_schema
 
@@ -44,11 +44,9 @@ def _with_assistant(proxy: Proxy, owner: str, req: CreateResponseRequest) -> Cre
     assistant_id = req.assistant_id or bound
     if not assistant_id:
         return req
-    assistant = proxy.store.get_assistant(owner, assistant_id)
-    if assistant is None:
-        if proxy.store.find_assistant(assistant_id) is not None:
-            raise InsufficientPermissions("You don't have permission to use this assistant")
-        raise ResourceNotFound(f"Assistant {assistant_id} not found", {"field": "assistant_id"})
+    assistant = owned(
+        proxy.store.find_assistant(assistant_id), owner, "assistant", assistant_id, "use", field="assistant_id"
+    )
     changes: dict[str, Any] = {"assistant_id": assistant_id}
     for field, key in (("instructions", "instructions"), ("model", "model"), ("temperature", "temperature"),
                        ("top_p", "top_p"), ("max_tokens", "max_tokens"), ("output_mode", "output_mode")):  # fmt: skip
@@ -114,11 +112,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         thread_id, cut = _reset_point(proxy, owner, req.previous_response_id, thread_id)
     stored: list[history.Stored] = []
     if thread_id:
-        thread = proxy.store.get_thread(thread_id)
-        if thread is None:
-            raise ResourceNotFound(f"Thread {thread_id} not found")
-        if thread["owner"] != owner:
-            raise InsufficientPermissions("You don't have permission to use this thread")
+        owned(proxy.store.get_thread(thread_id), owner, "thread", thread_id, "use")
         proxy.registry.check_free(thread_id)
         for name, inclusive in (("edit_message_id", True), ("previous_message_id", False)):
             message_id = getattr(req, name)

@@ -12,9 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from proxy.errors import InsufficientPermissions, ResourceNotFound, ValidationError
+from proxy.errors import ValidationError
 from proxy.routing import Endpoint, Endpoints, Operation, OperationRoute
-from proxy.state import Proxy, proxy_of
+from proxy.state import Proxy, owned, proxy_of
 from proxy.wire import assistants as shapes
 from proxy.wire.decode import decode_body, decode_query
 
@@ -106,12 +106,7 @@ async def _columns(proxy: Proxy, given: dict[str, Any], current: dict[str, Any] 
 
 def _owned(request: Request, owner: str) -> dict[str, Any]:
     assistant_id = request.path_params["assistant_id"]
-    found = proxy_of(request).store.find_assistant(assistant_id)
-    if found is None:
-        raise ResourceNotFound(f"Assistant {assistant_id} not found")
-    if found["owner"] != owner:
-        raise InsufficientPermissions("You don't have permission to access this assistant")
-    return found
+    return owned(proxy_of(request).store.find_assistant(assistant_id), owner, "assistant", assistant_id)
 
 
 @api.get(

@@ -12,11 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from proxy import relay, sse
-from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StreamAlreadyActive, ValidationError
+from proxy.errors import ProxyError, ResourceNotFound, StreamAlreadyActive, ValidationError
 from proxy.render import blocks as render_blocks
 from proxy.render import plain
 from proxy.routing import Endpoints, Operation
-from proxy.state import Proxy, proxy_of
+from proxy.state import Proxy, owned, proxy_of
 from proxy.store import now_iso
 from proxy.wire import bodies
 from proxy.wire.decode import decode_body, decode_query
@@ -84,12 +84,7 @@ def _message_json(message: dict[str, Any], output_mode: str | None = None) -> bo
 
 def _owned_thread(request: Request, owner: str) -> dict[str, Any]:
     thread_id = request.path_params["thread_id"]
-    thread = proxy_of(request).store.get_thread(thread_id)
-    if thread is None:
-        raise ResourceNotFound(f"Thread {thread_id} not found")
-    if thread["owner"] != owner:
-        raise InsufficientPermissions("You don't have permission to access this thread")
-    return thread
+    return owned(proxy_of(request).store.get_thread(thread_id), owner, "thread", thread_id)
 
 
 def _not_streaming(proxy: Proxy, thread_id: str) -> None:

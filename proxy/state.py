@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from starlette.requests import Request
+
+from proxy.errors import InsufficientPermissions, ResourceNotFound
 
 if TYPE_CHECKING:
     from proxy.auth import Authenticator
@@ -40,3 +42,14 @@ def proxy_of(request: Request) -> Proxy:
     """The proxy serving this request (handlers never import the app module)."""
     proxy: Proxy = request.app.state.proxy
     return proxy
+
+
+def owned(
+    row: dict[str, Any] | None, owner: str, kind: str, item_id: str, verb: str = "access", **details: Any
+) -> dict[str, Any]:
+    """`row` if it exists and is the owner's: else 404, or 403 for another key's."""
+    if row is None:
+        raise ResourceNotFound(f"{kind.capitalize()} {item_id} not found", details)
+    if row["owner"] != owner:
+        raise InsufficientPermissions(f"You don't have permission to {verb} this {kind}")
+    return row
