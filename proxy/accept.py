@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy import history, images
+from proxy import history, images, mcp_client
 from proxy.bridge import prediction_config
 from proxy.errors import ResourceNotFound, ShuttingDown, ValidationError
 from proxy.files import FileStore
 from proxy.spec import StreamSpec
 from proxy.state import Proxy, owned
 from proxy.streams import ActiveStream
-from proxy.wire.requests import NOT_SUPPORTED, CreateResponseRequest, structured_schema
+from proxy.wire.requests import NOT_SUPPORTED, CreateResponseRequest, FunctionTool, McpTool, structured_schema
 
 ORGANIZATION = "org_local"
 
@@ -59,6 +59,19 @@ def _with_assistant(proxy: Proxy, owner: str, req: CreateResponseRequest) -> Cre
             {"errors": [{"field": "assistant_id", "message": f"{NOT_SUPPORTED}: its tools {', '.join(active)}"}]},
         )
     return req.model_copy(update=changes)
+
+
+def _mcp_servers(req: CreateResponseRequest) -> list[mcp_client.McpServer]:
+    servers = []
+    for tool in req.tools or ():
+        if isinstance(tool, McpTool) and tool.server_url:
+            headers = {k: v for k, v in (tool.headers or {}).items() if v is not None}
+            if tool.authorization:
+                token = tool.authorization.strip()
+                headers["Authorization"] = token if " " in token else f"Bearer {token}"
+            allowed = frozenset(tool.allowed_tools) if tool.allowed_tools is not None else None
+            servers.append(mcp_client.McpServer(tool.server_label, tool.server_url, headers, allowed))
+    return servers
 
 
 def _active_tools(configurations: dict[str, Any]) -> list[str]:
@@ -105,6 +118,11 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
             )
         for image in found:  # uploaded to LM Studio now, so the prediction can start at once
             handles.setdefault(image.index, []).append(await proxy.bridge.prepare_image(image.data, image.name))
+    function_tools = frozenset(t.name for t in req.tools or () if isinstance(t, FunctionTool))
+    mcp_tools = await mcp_client.discover(
+        _mcp_servers(req), proxy.config.tools.mcp_connect_timeout_seconds, set(function_tools)
+    )
+    tool_specs = history.tool_specs(req) + [tool.spec() for tool in mcp_tools.values()]
     # From here to registry.start() nothing awaits.
     thread_id = req.thread_id
     cut: tuple[str, bool] | None = None
@@ -145,10 +163,12 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         model=model,
         messages=history.build(stored, req, handles),
         prediction_config=prediction_config(
-            req.temperature, req.top_p, req.max_tokens, structured_schema(req), history.tool_specs(req)
+            req.temperature, req.top_p, req.max_tokens, structured_schema(req), tool_specs
         ),
         output_mode=req.output_mode or "text",
         trace_id=trace_id,
         streaming=bool(req.stream),
+        function_tools=function_tools,
+        mcp_tools=mcp_tools,
     )
     return proxy.registry.start(spec)

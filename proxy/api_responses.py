@@ -39,7 +39,7 @@ api = Endpoints()
     "/v1/model/response",
     Operation(
         "createResponse", "Create a response (JSON, or SSE with stream: true)", "responses",
-        response=bodies.ResponseBody, body=CreateResponseRequest, errors=(400, 403, 404, 409, 413, 422, 503),
+        response=bodies.ResponseBody, body=CreateResponseRequest, errors=(400, 403, 404, 409, 413, 422, 502, 503),
         response_description="The response: one JSON body, or (stream: true) an SSE stream",
         description="The user message is stored when the request is accepted, the assistant message when the "
         "prediction ends.\n\n" + STREAM_DESCRIPTION,
@@ -170,6 +170,8 @@ async def active_streams(request: Request) -> Response:
                 "elapsed_seconds": round(s.elapsed(), 3),
                 "partial_content_length": s.partial_length(),
                 "cancel_mode_now": s.mode_now(),
+                "stopping": s.stop_reason is not None,
+                "running_tool": s.running_tool,
             }
             for s in proxy.registry.for_owner(owner)
         ],

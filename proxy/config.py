@@ -79,6 +79,14 @@ class CancelConfig:
 
 
 @dataclass(frozen=True)
+class ToolsConfig:
+    __pydantic_config__ = _STRICT
+    max_rounds: Annotated[int, Field(ge=1, le=100)] = 8  # model rounds per response when the proxy runs tools
+    call_timeout_seconds: Seconds = 60.0  # one MCP tool call; a cancel lets a running call finish within it
+    mcp_connect_timeout_seconds: Seconds = 10.0  # connecting to an MCP server and listing its tools
+
+
+@dataclass(frozen=True)
 class StreamingConfig:
     __pydantic_config__ = _STRICT
     heartbeat_seconds: Seconds = 15.0
@@ -124,6 +132,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     cancel: CancelConfig = field(default_factory=CancelConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     files: FilesConfig = field(default_factory=FilesConfig)

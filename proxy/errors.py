@@ -11,6 +11,7 @@ ProxyError                      -- anything the proxy reports to a client
 ├── RequestTimeout (408)        -- the request body did not arrive in time
 ├── PayloadTooLarge (413)
 ├── ValidationError (422)       -- details.errors lists the fields
+├── McpUnavailable (502)        -- an MCP server the request names cannot be reached or listed
 ├── BackendUnavailable (503)    -- LM Studio unreachable or failed
 ├── ShuttingDown (503)          -- the proxy is stopping
 ├── StorageUnavailable (503)    -- the database cannot be written (disk full, read-only, file gone)
@@ -98,6 +99,12 @@ class ValidationError(ProxyError):
     """Wrong or missing fields; details.errors lists them."""
 
     status, code, type = 422, "VALIDATION_ERROR", "client_error"
+
+
+class McpUnavailable(ProxyError):
+    """An MCP server the request names cannot be reached or listed (nothing was stored)."""
+
+    status, code, type = 502, "MCP_SERVER_UNAVAILABLE", "server_error"
 
 
 class BackendUnavailable(ProxyError):

@@ -14,6 +14,7 @@ from typing import Any
 from proxy.wire.requests import CreateResponseRequest
 
 NOT_EXECUTED = "The tool was not executed: no result was sent for this call."
+RESULT_LOST = "The result of this tool was not recorded: the proxy stopped while it ran, so it may or may not have run."
 
 Stored = tuple[str, str, dict[str, Any]]  # role, content, metadata (as `Store.history` gives them)
 
@@ -35,6 +36,7 @@ def build(
         for i, m in enumerate(req.inputs)
     ]
     pending: list[str] = []  # ids of calls still waiting for their result
+    proxy_run: set[str] = set()  # ids of pending calls the proxy was to run (MCP)
     empty: list[dict[str, Any]] = []
     for role, text, meta, pictures in [
         *((r, t, m, empty) for r, t, m in stored),
@@ -46,13 +48,15 @@ def build(
                 pending.remove(call_id)
                 messages.append(_result(call_id, text))
             continue
-        _close(messages, pending)
+        _close(messages, pending, proxy_run)
         calls = meta.get("tool_calls") or [] if role == "assistant" else []
         if calls:
             parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
             for call in calls:
                 parts.append({"type": "toolCallRequest", "toolCallRequest": _request(call)})
                 pending.append(call["id"])
+                if call.get("server_label"):
+                    proxy_run.add(call["id"])
             messages.append({"role": "assistant", "content": parts})
         elif pictures and role == "user":  # images: a text part (if any), then the file handles
             text_part = [{"type": "text", "text": text}] if text else []
@@ -68,8 +72,22 @@ def build(
             messages[-1]["content"] += "\n\n" + text
         else:
             messages.append({"role": role, "content": text})
-    _close(messages, pending)
+    _close(messages, pending, proxy_run)
     return messages
+
+
+def next_round(
+    messages: list[dict[str, Any]], text: str, calls: list[dict[str, Any]], results: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The conversation for the next model round: what came before, the round's text and
+    calls, and a result for every call (the proxy's, or "not executed")."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    parts += [{"type": "toolCallRequest", "toolCallRequest": _request(call)} for call in calls]
+    return [
+        *messages,
+        {"role": "assistant", "content": parts},
+        *(_result(call["id"], results.get(call["id"], NOT_EXECUTED)) for call in calls),
+    ]
 
 
 def _request(call: dict[str, Any]) -> dict[str, Any]:
@@ -80,10 +98,10 @@ def _result(call_id: str, text: str) -> dict[str, Any]:
     return {"role": "tool", "content": [{"type": "toolCallResult", "toolCallId": call_id, "content": text}]}
 
 
-def _close(messages: list[dict[str, Any]], pending: list[str]) -> None:
+def _close(messages: list[dict[str, Any]], pending: list[str], proxy_run: set[str]) -> None:
     """Calls left without a result get one that says so, before the conversation moves on."""
     for call_id in pending:
-        messages.append(_result(call_id, NOT_EXECUTED))
+        messages.append(_result(call_id, RESULT_LOST if call_id in proxy_run else NOT_EXECUTED))
     pending.clear()
 
 

@@ -50,7 +50,8 @@ class Ended:
     usage: Usage
     error: ProxyError | None
     http_answer: bool = False  # the client gets an HTTP status, not a terminal SSE event
-    tool_calls: list[bodies.ToolCall] = dataclasses.field(default_factory=list)
+    tool_calls: list[bodies.ToolCall] = dataclasses.field(default_factory=list)  # of the last model round
+    answered: frozenset[str] = frozenset()  # ids of those calls the proxy ran (the client runs the rest)
 
 
 def record(store: Store, ended: Ended) -> tuple[str, Final, StreamEvent]:
@@ -97,9 +98,10 @@ def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     mid = store.finish_response(
         s.response_id, status="completed", usage=usage, duration=duration, text=text, metadata=metadata,
     )  # fmt: skip
+    pending = [c for c in ended.tool_calls if c["id"] not in ended.answered]  # the client's to run
     final = Final(
         "completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid,
-        tool_calls=ended.tool_calls,
+        tool_calls=pending,
     )  # fmt: skip
     event: ResponseCompletedEvent = {
         "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
@@ -110,8 +112,8 @@ def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     else:
         event["response"] = rendered
     event["reasoning_content"] = ended.reasoning or None
-    if ended.tool_calls:
-        event["tool_calls"] = ended.tool_calls
+    if pending:
+        event["tool_calls"] = pending
         event["stop_reason"] = "tool_calls"
     event["usage"] = usage_json(usage)  # last, as before: clients that print the event read it last
     return final, event

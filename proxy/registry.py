@@ -31,6 +31,7 @@ class _Ended:
     stop_elapsed: float
     body: CancelStreamResponse | None
     expires: float
+    tools_ran: bool = False  # an MCP tool had started: a late cancel keeps the turn too
 
 
 class StreamRegistry:
@@ -108,6 +109,7 @@ class StreamRegistry:
                 stream.stop_elapsed,
                 stream.cancel_body,
                 time.monotonic() + self.REMEMBER_CANCELS_SECONDS,
+                stream.tools_started > 0,
             )
 
     def _forget_old_cancels(self) -> None:
@@ -118,9 +120,13 @@ class StreamRegistry:
                 break
             self._ended.popitem(last=False)
 
-    def cancel_result(self, elapsed: float) -> tuple[CancelMode, CancelStreamResponse]:
-        """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body."""
-        quick = elapsed < self.config.cancel.quick_edit_seconds
+    def cancel_result(self, elapsed: float, *, tools_ran: bool = False) -> tuple[CancelMode, CancelStreamResponse]:
+        """The cancel mode for a stop `elapsed` seconds after acceptance, and the endpoint's body.
+
+        Once a tool the proxy runs (MCP) has started, a stop is always keep_partial: deleting
+        the turn would hide that the tool ran (its effects are real) and invite a second run.
+        """
+        quick = elapsed < self.config.cancel.quick_edit_seconds and not tools_ran
         mode: CancelMode = "quick_edit" if quick else "keep_partial"
         body: CancelStreamResponse = {
             "success": True,
@@ -145,7 +151,7 @@ class StreamRegistry:
             raise InsufficientPermissions("You don't have permission to cancel this stream")
         if ended.body is None:
             # The client disconnected first (as the seed's Stop button does), then cancelled.
-            mode, body = self.cancel_result(ended.stop_elapsed)
+            mode, body = self.cancel_result(ended.stop_elapsed, tools_ran=ended.tools_ran)
             self.store.apply_late_cancel(ended.response_id, mode, delete_thread_if_empty=ended.thread_created)
             ended.body = body
             self.metrics.cancels.labels(mode).inc()

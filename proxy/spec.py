@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxy.mcp_client import McpTool
 
 
 @dataclass
@@ -23,3 +26,7 @@ class StreamSpec:
     trace_id: str
     streaming: bool = True
     accepted_at: float = field(default_factory=time.monotonic)
+    # Tools: the client's functions (by name), and the MCP tools the proxy runs (by name). A
+    # call to any other name is answered by the proxy with an error, so the model can recover.
+    function_tools: frozenset[str] = frozenset()
+    mcp_tools: dict[str, McpTool] = field(default_factory=dict)

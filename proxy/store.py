@@ -779,6 +779,26 @@ class Store:
                 mid = self.add_message(thread_id, "assistant", text, metadata, response_id=response_id)
                 db.execute("UPDATE responses SET assistant_message_id = ? WHERE id = ?", (mid, response_id))
 
+    @_guarded
+    def end_round(self, response_id: str, thread_id: str, text: str, metadata: dict[str, Any]) -> None:
+        """A model round that called tools the proxy runs is over: its assistant message is
+        written whole, and the next round's text goes into a new message."""
+        row = self.db.execute("SELECT assistant_message_id FROM responses WHERE id = ?", (response_id,)).fetchone()
+        with self.transaction() as db:
+            if row is not None and row[0]:
+                db.execute(
+                    "UPDATE messages SET content = ?, metadata = ? WHERE id = ?", (text, json.dumps(metadata), row[0])
+                )
+            else:
+                self.add_message(thread_id, "assistant", text, metadata, response_id=response_id)
+            db.execute("UPDATE responses SET assistant_message_id = NULL WHERE id = ?", (response_id,))
+
+    @_guarded
+    def add_tool_result(self, response_id: str, thread_id: str, text: str, metadata: dict[str, Any]) -> str:
+        """The result of a tool the proxy ran, as a `tool` message of the response."""
+        with self.transaction():
+            return self.add_message(thread_id, "tool", text, metadata, response_id=response_id)
+
     def finish_response(
         self,
         response_id: str,

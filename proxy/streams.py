@@ -25,21 +25,22 @@ How a stream ends (do not "fix" these without reading why):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Protocol
 
-from proxy import outcomes
+from proxy import history, mcp_client, outcomes
 from proxy.bridge import Bridge, Prediction, ToolCall
 from proxy.config import Config
-from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound
+from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound, StorageUnavailable
 from proxy.metrics import Metrics
 from proxy.outbox import Outbox
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 from proxy.wire.bodies import ToolCall as ToolCallJson
-from proxy.wire.events import ResponseCreatedEvent
+from proxy.wire.events import ResponseCreatedEvent, ToolCallBlock, ToolResultBlock
 
 log = logging.getLogger("proxy.streams")
 
@@ -57,7 +58,7 @@ class Host(Protocol):
     @property
     def write_interval(self) -> float: ...
 
-    def cancel_result(self, elapsed: float) -> tuple[CancelMode, CancelStreamResponse]: ...
+    def cancel_result(self, elapsed: float, *, tools_ran: bool = False) -> tuple[CancelMode, CancelStreamResponse]: ...
 
     def finished(self, stream: ActiveStream, usage: Usage) -> None: ...
 
@@ -75,7 +76,11 @@ class ActiveStream:
                  "message": "Request accepted"}
             )  # fmt: skip
         self.parts: list[str] = []
-        self.tool_calls: list[ToolCallJson] = []  # calls the model made (the client runs them)
+        self.tool_calls: list[ToolCallJson] = []  # calls the model made in this round
+        self.answered_calls: set[str] = set()  # calls of the last round the proxy has answered
+        self.tools_started = 0  # MCP calls started: a quick_edit cannot take those back
+        self.running_tool: str | None = None
+        self.rounds = 1
         self.reasoning: list[str] = []
         self.stop_reason: str | None = None  # why a stop was requested: cancel|disconnect|shutdown
         self.stop_elapsed = 0.0  # seconds from acceptance to the stop request
@@ -120,7 +125,7 @@ class ActiveStream:
         return sum(len(p) for p in self.parts)
 
     def mode_now(self) -> CancelMode:
-        return self.registry.cancel_result(self.elapsed())[0]
+        return self.registry.cancel_result(self.elapsed(), tools_ran=self.tools_started > 0)[0]
 
     async def request_cancel(self, reason: str) -> None:
         """Ask the pump to stop and tell LM Studio at once.
@@ -143,7 +148,9 @@ class ActiveStream:
         elif reason == "cancel" and self.stop_reason == "disconnect":
             self.stop_reason = "cancel"
         if self.stop_reason == "cancel" and self.cancel_body is None:
-            self.cancel_mode, self.cancel_body = self.registry.cancel_result(self.stop_elapsed)
+            self.cancel_mode, self.cancel_body = self.registry.cancel_result(
+                self.stop_elapsed, tools_ran=self.tools_started > 0
+            )
 
     async def cancel(self) -> CancelStreamResponse:
         """The cancel endpoint: stop, wait until the store change is committed, return the body."""
@@ -176,12 +183,7 @@ class ActiveStream:
                 self.sent.set()  # loading takes a while: the client sees its progress meanwhile
                 handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
             if handle is not None and not self._stop_requested.is_set():
-                self.prediction = await bridge.predict(handle, self.spec.messages, self.spec.prediction_config)
-                self.sent.set()
-                self.outbox.push(self._created_event())
-                if self._stop_requested.is_set():
-                    await self.prediction.cancel()
-                usage = await self._drain(self.prediction, loop)
+                usage = await self._rounds(bridge, handle, store, loop)
                 if self.silence_error is not None:
                     error = self.silence_error
         except ProxyError as exc:
@@ -197,6 +199,100 @@ class ActiveStream:
                 await self.prediction.cancel()
         self.lm_finished = time.perf_counter()
         self._finish(store, usage, error)
+
+    async def _rounds(self, bridge: Bridge, handle: Any, store: Store, loop: asyncio.AbstractEventLoop) -> Usage:
+        """Model rounds: one, unless the model calls tools the proxy runs (MCP). Then the proxy
+        runs them and starts the next round with their results, up to `tools.max_rounds`.
+
+        A stop during a model round is today's cancel and drain. A stop while a tool runs lets
+        that tool finish (within its timeout) and keeps its result; no further tool and no
+        further round starts, so nothing reaches LM Studio after the stop.
+        """
+        s = self.spec
+        messages = s.messages
+        total: Usage | None = None
+        sessions: mcp_client.Sessions | None = None
+        limits = self.registry.config.tools
+        try:
+            for round_number in range(1, limits.max_rounds + 1):
+                self.prediction = await bridge.predict(handle, messages, s.prediction_config)
+                self.sent.set()
+                if round_number == 1:
+                    self.outbox.push(self._created_event())
+                if self._stop_requested.is_set():
+                    await self.prediction.cancel()
+                usage = await self._drain(self.prediction, loop)
+                total = usage if total is None else _add(total, usage)
+                calls = [c for c in self.tool_calls if c["tool_name"] not in s.function_tools]
+                if self._stop_requested.is_set() or self.silence_error is not None or not calls:
+                    return total
+                self.prediction = None  # over: a stop from here on has nothing to cancel in LM Studio
+                last = round_number == limits.max_rounds
+                if sessions is None:
+                    sessions = mcp_client.Sessions(limits.mcp_connect_timeout_seconds)
+                results = await self._run_tools(calls, sessions, store, last)
+                if last or len(calls) < len(self.tool_calls) or self._stop_requested.is_set():
+                    # The client has calls of its own to run, or nothing more may start.
+                    self.answered_calls = set(results)
+                    if last:
+                        total = dataclasses.replace(total, stop_reason="maxToolRounds")
+                    return total
+                text = "".join(self.parts)
+                store.end_round(s.response_id, s.thread_id, text, {"model": s.model, "tool_calls": self.tool_calls})
+                messages = history.next_round(messages, text, [dict(c) for c in self.tool_calls], results)
+                self.parts, self.tool_calls, self.rounds = [], [], round_number + 1
+            return total or Usage()
+        finally:
+            if sessions is not None:
+                await sessions.aclose()
+
+    async def _run_tools(
+        self, calls: list[ToolCallJson], sessions: mcp_client.Sessions, store: Store, last: bool
+    ) -> dict[str, str]:
+        """Run the proxy's calls of a round in order; each result is stored and streamed at once.
+        Returns {call id: result text} for the calls that have a result."""
+        results: dict[str, str] = {}
+        timeout = self.registry.config.tools.call_timeout_seconds
+        for call in calls:
+            if self._stop_requested.is_set():
+                break  # the seed's rule: the running tool completes, no further tool starts
+            tool = self.spec.mcp_tools.get(call["tool_name"])
+            if tool is None:
+                offered = ", ".join(sorted([*self.spec.function_tools, *self.spec.mcp_tools])) or "none"
+                result = mcp_client.ToolResult(
+                    f"There is no tool named '{call['tool_name']}'. The tools are: {offered}.", is_error=True
+                )
+            elif last:
+                result = mcp_client.ToolResult(
+                    f"Not run: the response reached its limit of {self.registry.config.tools.max_rounds} model "
+                    "rounds (tools.max_rounds).", is_error=True,
+                )  # fmt: skip
+            else:
+                call["server_label"] = tool.server.label
+                self.tools_started += 1
+                self._checkpoint(asyncio.get_running_loop().time())  # a crash now: "result not recorded"
+                self.running_tool = tool.name
+                try:
+                    result = await sessions.call(tool, call["tool_arguments"], timeout)
+                finally:
+                    self.running_tool = None
+            results[call["id"]] = result.text
+            self._tool_result(store, call, result)
+        return results
+
+    def _tool_result(self, store: Store, call: ToolCallJson, result: mcp_client.ToolResult) -> None:
+        block: ToolResultBlock = {
+            "type": "tool_result", "id": call["id"], "tool_name": call["tool_name"], "tool_result": result.text,
+            "is_error": result.is_error,
+        }  # fmt: skip
+        meta: dict[str, Any] = {"tool_call_id": call["id"], "tool_name": call["tool_name"], "is_error": result.is_error}
+        if "server_label" in call:
+            block["server_label"] = meta["server_label"] = call["server_label"]
+        try:
+            store.add_tool_result(self.spec.response_id, self.thread_id, result.text, meta)
+        except StorageUnavailable as exc:  # the model still gets the result; the client sees it in the stream
+            log.error("the result of tool call %s is not saved: %s", call["id"], exc.message)
+        self.outbox.push({"event": "response.block", "thread_id": self.thread_id, "block": block})
 
     async def _until_stopped(self, coro: Any) -> Any:
         """Await `coro` unless a stop is requested first (then abandon it and return None)."""
@@ -273,9 +369,11 @@ class ActiveStream:
     def _tool_call(self, call: ToolCall) -> None:
         entry: ToolCallJson = {"id": call.id, "tool_name": call.name, "tool_arguments": call.arguments}
         self.tool_calls.append(entry)
-        self.outbox.push(
-            {"event": "response.block", "thread_id": self.thread_id, "block": {"type": "tool_call", **entry}}
-        )
+        block: ToolCallBlock = {"type": "tool_call", **entry}
+        tool = self.spec.mcp_tools.get(call.name)
+        if tool is not None:
+            block["server_label"] = tool.server.label
+        self.outbox.push({"event": "response.block", "thread_id": self.thread_id, "block": block})
         self._checkpoint(asyncio.get_running_loop().time())  # a call is rare and worth keeping at once
 
     def _on_silence(self, prediction: Prediction, loop: asyncio.AbstractEventLoop) -> None:
@@ -336,7 +434,7 @@ class ActiveStream:
         self.http_answer = not s.streaming or not self.committed
         ended = outcomes.Ended(
             s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
-            usage, error, self.http_answer, self.tool_calls,
+            usage, error, self.http_answer, self.tool_calls, frozenset(self.answered_calls),
         )  # fmt: skip
         self.outcome, self.final, event = outcomes.record(store, ended)
         self.registry.finished(self, self.final.usage)
@@ -349,3 +447,13 @@ class ActiveStream:
             s.thread_id, s.response_id, s.model, self.outcome, self.final.usage.stop_reason,
             self.final.usage.output_tokens,
         )  # fmt: skip
+
+
+def _add(before: Usage, after: Usage) -> Usage:
+    """The usage of two model rounds of one response: tokens add up, the last round's end counts."""
+    return dataclasses.replace(
+        after,
+        input_tokens=before.input_tokens + after.input_tokens,
+        output_tokens=before.output_tokens + after.output_tokens,
+        time_to_first_token=before.time_to_first_token,
+    )

@@ -77,7 +77,13 @@ def plan(request: PredictRequest, spec: ModelSpec, seed: int) -> Answer:
     history = request.history
     last_user = request.last_user_text
     if history and history[-1].get("tool_results"):
-        # The tool results are back: answer in text, quoting them.
+        # The tool results are back: the next call of a `[tool=A>B]` chain, or a text answer
+        # quoting them.
+        rounds = _rounds_since_user(history)
+        if rounds < len(tools.chain(last_user)):
+            call = tools.plan(request.tools, last_user, seed, rounds)
+            if call is not None:
+                return Answer(_words(tools.preamble(call)), call)
         calls: list[Any] = next((m.get("tool_calls", []) for m in reversed(history) if m["role"] == "assistant"), [])
         names = [str(c.get("name")) for c in calls if isinstance(c, dict)]
         return Answer(_words(tools.answer_from_results(history[-1]["tool_results"], names)))
@@ -87,6 +93,17 @@ def plan(request: PredictRequest, spec: ModelSpec, seed: int) -> Answer:
     if request.structured is not None:
         return Answer(_chunks(_structured_text(request.structured, last_user)))
     return Answer(_text(request, spec, last_user))
+
+
+def _rounds_since_user(history: list[dict[str, Any]]) -> int:
+    """How many tool-calling assistant turns came after the last user message."""
+    count = 0
+    for message in reversed(history):
+        if message["role"] == "user":
+            break
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            count += 1
+    return count
 
 
 def _structured_text(structured: dict[str, Any], prompt: str) -> str:

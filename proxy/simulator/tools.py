@@ -3,6 +3,9 @@
 Deterministic and scriptable. In the last user message:
 - `[tool=NAME]` calls NAME; `[tool=none]` answers in text; `[tool=fail]` produces a tool call
   that fails to generate (`toolCallGenerationFailed`, as when a model emits malformed JSON).
+- `[tool=!NAME]` calls NAME even if it was not offered (a model that invents a tool).
+- `[tool=A>B>C]` calls A, then (once A's result is back) B, then C: one call per round, for
+  multi-round tool use; after the last result the model answers in text.
 - Otherwise the model calls the tool the message names (by its function name), or the only tool
   offered. Arguments are generated to fit the tool's JSON schema, numbers taken from the message.
 Once the history ends with tool results, the model answers in text, quoting the results.
@@ -49,15 +52,27 @@ def offered(config_value: Any) -> list[dict[str, Any]]:
     return result
 
 
-def plan(tools: list[dict[str, Any]], user_text: str, seed: int) -> ToolCall | None:
-    """The tool call a model makes for `user_text`, or None to answer in text."""
+def chain(user_text: str) -> list[str]:
+    """The names of a `[tool=A>B]` hook (one name for `[tool=A]`), or [] without a hook."""
+    hook = _HOOK.search(user_text)
+    return hook.group(1).split(">") if hook is not None else []
+
+
+def plan(tools: list[dict[str, Any]], user_text: str, seed: int, round_index: int = 0) -> ToolCall | None:
+    """The tool call a model makes for `user_text` in round `round_index` (0: before any tool
+    result is back), or None to answer in text."""
     if not tools:
         return None
     by_name = {t["name"]: t for t in tools}
     hook = _HOOK.search(user_text)
     call_id = f"{seed % 1_000_000_000:09d}"
     if hook is not None:
-        name = hook.group(1)
+        names = hook.group(1).split(">")
+        if round_index >= len(names):
+            return None
+        name = names[round_index]
+        if name.startswith("!"):  # a model that calls a tool nobody offered
+            return ToolCall(name[1:], {}, call_id)
         if name == "none":
             return None
         if name == "fail":

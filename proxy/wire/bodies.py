@@ -85,6 +85,9 @@ class ToolCall(TypedDict):
     id: str
     tool_name: str
     tool_arguments: Annotated[dict[str, Any], Field(description="The arguments, as an object")]
+    server_label: NotRequired[
+        Annotated[str, Field(description="Stored calls only: the MCP server the proxy ran this call on")]
+    ]
 
 
 class ResponseBody(TypedDict):
@@ -129,6 +132,10 @@ class ActiveStream(TypedDict):
     elapsed_seconds: float
     partial_content_length: int
     cancel_mode_now: Annotated[CancelMode, Field(description="What a cancel now would do")]
+    stopping: Annotated[bool, Field(description="A stop was requested; the stream is finishing")]
+    running_tool: Annotated[
+        str | None, Field(description="The MCP tool the proxy is running now (a stop lets it finish)")
+    ]
 
 
 class ActiveStreamList(TypedDict):

@@ -82,18 +82,32 @@ class ContentDeltaEvent(TypedDict):
 
 
 class ToolCallBlock(TypedDict):
+    """A call the model made: the client runs it, unless `server_label` says the proxy does (MCP)."""
+
     type: Literal["tool_call"]
     id: str
     tool_name: str
     tool_arguments: dict[str, Any]
+    server_label: NotRequired[Annotated[str, Field(description="The MCP server the proxy runs this call on")]]
+
+
+class ToolResultBlock(TypedDict):
+    """The result of a call the proxy ran (an MCP tool, or an error for a tool nobody offered)."""
+
+    type: Literal["tool_result"]
+    id: Annotated[str, Field(description="The id of the call")]
+    tool_name: str
+    tool_result: str
+    is_error: bool
+    server_label: NotRequired[str]
 
 
 class ResponseBlockEvent(TypedDict):
-    """A tool call the model made (the client runs it)."""
+    """A tool call the model made, or the result of one the proxy ran."""
 
     event: Literal["response.block"]
     thread_id: str
-    block: ToolCallBlock
+    block: Annotated[ToolCallBlock | ToolResultBlock, Discriminator("type")]
 
 
 class ResponseCompletedEvent(TypedDict):

@@ -103,21 +103,41 @@ class FunctionTool(_Shape):
     strict: bool | None = Field(None, description="Accepted: LM Studio generates arguments for the schema anyway")
 
 
+class McpTool(_Shape):
+    """An MCP server the proxy connects to (streamable HTTP): it lists the server's tools,
+    offers them to the model and runs the calls the model makes."""
+
+    type: Literal["mcp"]
+    server_label: str = Field(pattern=TOOL_NAME, description="Unique within the request; 1-64 letters, digits, _ or -")
+    server_url: str | None = Field(None, max_length=2000, description="http:// or https:// (required)")
+    configuration_id: str | None = Field(None, description=f"Saved MCP configurations: {NOT_SUPPORTED}")
+    authorization: str | None = Field(
+        None, max_length=8000, description="Sent as the Authorization header ('Bearer ' is added to a bare token)"
+    )
+    headers: dict[str, str | None] | None = Field(None, description="More HTTP headers for the server")
+    allowed_tools: list[str] | None = Field(None, max_length=MAX_TOOLS, description="Offer only these tools")
+
+
 class OtherTool(_Shape):
-    """Any other kind of tool (mcp, personalConnector, …): refused for now (422)."""
+    """Any other kind of tool (personalConnector, …): refused (422)."""
 
     model_config = ConfigDict(strict=True, extra="allow")
     type: str
 
 
+_TOOL_TAGS = {"function": "function-tool", "mcp": "mcp-tool"}
+
+
 def _tool_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "function-tool" if kind == "function" else "other-tool"
+    return _TOOL_TAGS.get(kind, "other-tool") if isinstance(kind, str) else "other-tool"
 
 
 # By `type`: a function tool with a bad name is an error of that tool, not "some other kind".
 Tool = Annotated[
-    Annotated[FunctionTool, Tag("function-tool")] | Annotated[OtherTool, Tag("other-tool")],
+    Annotated[FunctionTool, Tag("function-tool")]
+    | Annotated[McpTool, Tag("mcp-tool")]
+    | Annotated[OtherTool, Tag("other-tool")],
     Discriminator(_tool_kind),
 ]
 
@@ -211,10 +231,12 @@ class CreateResponseRequest(_Shape):
     )  # fmt: skip
     reasoning: Reasoning | None = None
     disable_rules: bool | None = Field(None, description="Honoured trivially: the proxy applies no rules")
-    # Freddy features the proxy cannot honour: a value is refused (422), never silently dropped.
     tools: list[Tool] | None = Field(
-        None, max_length=MAX_TOOLS, description=f"Function tools (run by the client); other kinds: {NOT_SUPPORTED} yet"
-    )
+        None, max_length=MAX_TOOLS,
+        description=f"Function tools (the client runs them) and MCP servers (the proxy runs their tools); "
+        f"other kinds: {NOT_SUPPORTED}",
+    )  # fmt: skip
+    # Freddy features the proxy cannot honour: a value is refused (422), never silently dropped.
     include: list[str] | None = Field(None, description=f"{NOT_SUPPORTED} (422 unless empty)")
     system_tools: dict[str, Any] | None = Field(None, description=f"{NOT_SUPPORTED}: any tool not 'off' is a 422")
     vector_store_ids: list[str] | None = Field(None, description=f"File search / RAG: {NOT_SUPPORTED} (422)")
@@ -292,6 +314,22 @@ def _refused(field: str, what: str) -> dict[str, str]:
     return {"field": field, "message": f"{NOT_SUPPORTED}: {what}"}
 
 
+def _mcp_errors(i: int, tool: McpTool, labels: set[str]) -> list[dict[str, str]]:
+    errors = []
+    if tool.server_label in labels:
+        errors.append({"field": f"tools[{i}].server_label", "message": f"duplicate server_label '{tool.server_label}'"})
+    labels.add(tool.server_label)
+    if tool.configuration_id is not None:
+        errors.append(_refused(f"tools[{i}].configuration_id", "saved MCP configurations (give server_url)"))
+    elif tool.server_url is None:
+        errors.append({"field": f"tools[{i}].server_url", "message": "required: the MCP server's http(s) URL"})
+    elif tool.server_url.startswith("stdio:"):
+        errors.append(_refused(f"tools[{i}].server_url", "stdio MCP servers (the proxy starts no programs)"))
+    elif not tool.server_url.startswith(("http://", "https://")):
+        errors.append({"field": f"tools[{i}].server_url", "message": "must be an http:// or https:// URL"})
+    return errors
+
+
 def request_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
     """What the types cannot say: every message has content and one is the user's; reset, edit
     and branch exclude each other; and Freddy features the proxy cannot honour are refused.
@@ -362,9 +400,12 @@ def _feature_errors(req: CreateResponseRequest) -> list[dict[str, str]]:
         if req.reasoning.summary in ("concise", "detailed"):
             errors.append(_refused("reasoning.summary", f"'{req.reasoning.summary}' (only off or auto)"))
     names: set[str] = set()
+    labels: set[str] = set()
     for i, tool in enumerate(req.tools or ()):
         if isinstance(tool, OtherTool):
-            errors.append(_refused(f"tools[{i}].type", f"'{tool.type}' tools (function tools are)"))
+            errors.append(_refused(f"tools[{i}].type", f"'{tool.type}' tools (function and mcp tools are)"))
+        elif isinstance(tool, McpTool):
+            errors.extend(_mcp_errors(i, tool, labels))
         elif tool.name in names:
             errors.append({"field": f"tools[{i}].name", "message": f"duplicate tool name '{tool.name}'"})
         else:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_server import McpTestServer
 from support import Harness, ProxyProcess, make_config
 
 from proxy.background import BackgroundServer
@@ -53,3 +54,11 @@ def processes() -> Iterator[list[ProxyProcess]]:
     yield started
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def mcp_server(free_port: Callable[[], int]) -> Iterator[McpTestServer]:
+    """A real MCP server (streamable HTTP) on a loopback port, stopped after the test."""
+    server = McpTestServer(free_port()).start()
+    yield server
+    server.stop()
