@@ -81,7 +81,7 @@ class CancelConfig:
 @dataclass(frozen=True)
 class ToolsConfig:
     __pydantic_config__ = _STRICT
-    max_rounds: Annotated[int, Field(ge=1, le=100)] = 8  # model rounds per response when the proxy runs tools
+    max_rounds: Annotated[int, Field(ge=1)] = 8  # model rounds per response when the proxy runs tools
     call_timeout_seconds: Seconds = 60.0  # one MCP tool call; a cancel lets a running call finish within it
     mcp_connect_timeout_seconds: Seconds = 10.0  # connecting to an MCP server and listing its tools
 

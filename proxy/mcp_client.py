@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,15 +73,19 @@ def _import_sdk() -> None:
     uvicorn.server.Server.handle_exit = handle_exit  # type: ignore[method-assign]
 
 
-def _client(server: McpServer, timeout: float) -> Client:
+@contextlib.asynccontextmanager
+async def _connect(server: McpServer, timeout: float) -> AsyncIterator[Client]:
+    """A session with `server`. The HTTP client is ours to close: the SDK closes only the ones
+    it makes itself, and it makes its own only when no headers are needed."""
     _import_sdk()
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
-    http = create_mcp_http_client(headers=server.headers, timeout=httpx2.Timeout(timeout, read=None))
-    return Client(streamable_http_client(server.url, http_client=http), cache=None)
+    async with create_mcp_http_client(headers=server.headers, timeout=httpx2.Timeout(timeout, read=None)) as http:
+        async with Client(streamable_http_client(server.url, http_client=http), cache=None) as client:
+            yield client
 
 
 def _why(exc: BaseException) -> str:
@@ -128,7 +132,7 @@ async def discover(servers: Iterable[McpServer], timeout: float, taken: set[str]
 async def _list(server: McpServer, timeout: float) -> list[McpTool]:
     tools: list[McpTool] = []
     async with asyncio.timeout(timeout):
-        async with _client(server, timeout) as client:
+        async with _connect(server, timeout) as client:
             cursor: str | None = None
             for _ in range(100):  # a server whose pages never end cannot hold a request forever
                 page = await client.list_tools(cursor=cursor)
@@ -158,7 +162,7 @@ class Sessions:
             client = self._open.get(server.label)
             if client is None:
                 async with asyncio.timeout(self._timeout):
-                    client = await self._stack.enter_async_context(_client(server, self._timeout))
+                    client = await self._stack.enter_async_context(_connect(server, self._timeout))
                 self._open[server.label] = client
             async with asyncio.timeout(timeout):
                 result = await client.call_tool(tool.name, arguments)

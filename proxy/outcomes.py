@@ -152,6 +152,8 @@ def _record_stop(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
     meta: dict[str, Any] | None = None
     if not quick_edit:
         meta = {"cancelled": True, "partial_content_length": len(text)}
+        if ended.tool_calls:  # calls complete before the stop (a proxy-run one may have run)
+            meta["tool_calls"] = ended.tool_calls
         if ended.stop_reason == "cancel":
             meta["cancel_mode"] = "keep_partial"
         elif ended.stop_reason == "disconnect":

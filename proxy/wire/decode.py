@@ -22,7 +22,7 @@ _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
 # 'list[union[...]]', a model's name): not a field. A value that fits no member is one error.
 _UNION_TAGS = {"str", "int", "float", "bool", "ContentBlock", "LegacyText"}
 # The tags of a discriminated union (`wire.requests.Tool`) name the member chosen: skipped.
-_CHOSEN_TAGS = {"function-tool", "other-tool"}
+_CHOSEN_TAGS = {"function-tool", "mcp-tool", "other-tool"}
 
 
 def _field(loc: tuple[int | str, ...]) -> tuple[str, bool]:

@@ -90,9 +90,7 @@ BAD_TOOLS: dict[str, tuple[list[dict[str, Any]] | None, list[dict[str, Any]], st
     "parameters not an object": (
         [{**WEATHER, "parameters": {"type": "string"}}], [{"content": "hi"}], "tools[0].parameters"
     ),
-    "mcp not yet": (
-        [{"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:9"}], [{"content": "hi"}], "tools[0].type"
-    ),
+    "personal connectors": ([{"type": "personalConnector"}], [{"content": "hi"}], "tools[0].type"),
     "result without its call id": (None, [{"role": "tool", "content": "42"}], "inputs[0].tool_call_id"),
     "a call id on a user message": (None, [{"content": "hi", "tool_call_id": "c1"}], "inputs[0].tool_call_id"),
 }  # fmt: skip
