@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from proxy import history, images, mcp_client
 from proxy.bridge import prediction_config
 from proxy.errors import ResourceNotFound, ShuttingDown, ValidationError
@@ -16,7 +18,14 @@ from proxy.files import FileStore
 from proxy.spec import StreamSpec
 from proxy.state import Proxy, owned
 from proxy.streams import ActiveStream
-from proxy.wire.requests import NOT_SUPPORTED, CreateResponseRequest, FunctionTool, McpTool, structured_schema
+from proxy.wire.requests import (
+    NOT_SUPPORTED,
+    CreateResponseRequest,
+    FunctionTool,
+    McpTool,
+    request_errors,
+    structured_schema,
+)
 
 ORGANIZATION = "org_local"
 
@@ -52,13 +61,41 @@ def _with_assistant(proxy: Proxy, owner: str, req: CreateResponseRequest) -> Cre
                        ("top_p", "top_p"), ("max_tokens", "max_tokens"), ("output_mode", "output_mode")):  # fmt: skip
         if getattr(req, field) is None and assistant.get(key) is not None:
             changes[field] = assistant[key]
-    active = _active_tools(assistant.get("tool_configurations") or {})
-    if active:  # v5 assistants carry system, MCP and streamline tools: none of them runs here (yet)
+    configurations = assistant.get("tool_configurations") or {}
+    active = _active_tools(configurations)
+    if active:  # v5 assistants carry system and streamline tools too: those do not run here
         raise ValidationError(
             f"Invalid request: assistant_id: {NOT_SUPPORTED}: the assistant's tools ({', '.join(active)})",
             {"errors": [{"field": "assistant_id", "message": f"{NOT_SUPPORTED}: its tools {', '.join(active)}"}]},
         )
+    servers = _assistant_mcp_tools(configurations.get("mcp_tools") or [])
+    if servers:
+        changes["tools"] = [*(req.tools or ()), *servers]
+        errors = request_errors(req.model_copy(update={"tools": changes["tools"]}))
+        if errors:  # e.g. the assistant's server label is also one the request names
+            raise ValidationError(f"Invalid request: {errors[0]['field']}: {errors[0]['message']}", {"errors": errors})
     return req.model_copy(update=changes)
+
+
+def _assistant_mcp_tools(entries: list[dict[str, Any]]) -> list[McpTool]:
+    """An assistant's `mcp_tools` (v5's McpToolSchema) as the request's own `{type: "mcp"}` tools."""
+    tools, errors = [], []
+    for i, entry in enumerate(entries):
+        field = f"assistant.tool_configurations.mcp_tools[{i}]"
+        entry = {k: v for k, v in entry.items() if k not in ("type", "server_description", "connector_id")}
+        approval = entry.pop("require_approval", None)
+        if approval not in (None, "never"):
+            errors.append({"field": f"{field}.require_approval", "message": f"{NOT_SUPPORTED}: approvals"})
+        allowed = entry.get("allowed_tools")
+        if isinstance(allowed, dict):  # {tool_names: [...]} is the other form v5 stores
+            entry["allowed_tools"] = allowed.get("tool_names")
+        try:
+            tools.append(McpTool.model_validate({**entry, "type": "mcp"}))
+        except PydanticValidationError as exc:
+            errors += [{"field": f"{field}.{'.'.join(map(str, e['loc']))}", "message": e["msg"]} for e in exc.errors()]
+    if errors:
+        raise ValidationError(f"Invalid request: {errors[0]['field']}: {errors[0]['message']}", {"errors": errors})
+    return tools
 
 
 def _mcp_servers(req: CreateResponseRequest) -> list[mcp_client.McpServer]:
@@ -80,7 +117,6 @@ def _active_tools(configurations: dict[str, Any]) -> list[str]:
         for name, setting in (configurations.get("system_tools") or {}).items()
         if isinstance(setting, dict) and setting.get("mode", "off") != "off"
     ]
-    active += [f"mcp_tools[{i}]" for i, _ in enumerate(configurations.get("mcp_tools") or [])]
     active += [f"streamline_tools[{i}]" for i, _ in enumerate(configurations.get("streamline_tools") or [])]
     return active
 

@@ -83,9 +83,9 @@ async def _connect(server: McpServer, timeout: float) -> AsyncIterator[Client]:
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
-    async with create_mcp_http_client(headers=server.headers, timeout=httpx2.Timeout(timeout, read=None)) as http:
-        async with Client(streamable_http_client(server.url, http_client=http), cache=None) as client:
-            yield client
+    http = create_mcp_http_client(headers=server.headers, timeout=httpx2.Timeout(timeout, read=None))
+    async with http, Client(streamable_http_client(server.url, http_client=http), cache=None) as client:
+        yield client
 
 
 def _why(exc: BaseException) -> str:

@@ -344,3 +344,26 @@ def test_tool_calls_and_results_survive_a_kill_9(
         assert again.status_code == 200, again.text
     history = sim.predictions()[-1]["history"]
     assert history[4]["tool_results"] == [RESULT_LOST]  # the model is told the result was lost
+
+
+def test_an_assistants_mcp_tools_run_for_its_threads(harness: Harness, mcp_server: McpTestServer) -> None:
+    server = {"server_label": "saved", "server_url": mcp_server.url, "allowed_tools": {"tool_names": ["add"]}}
+    with harness.client() as client:
+        assistant = client.post(
+            "/v1/assistants",
+            json={"name": "Adder", "organization_id": "org_local", "tool_configurations": {"mcp_tools": [server]}},
+        ).json()
+        answer = client.post(
+            "/v1/model/response", json={"assistant_id": assistant["id"], "inputs": [{"content": "add 4 and 4"}]}
+        ).json()
+        assert answer["status"] == "completed", answer
+        strict = {"mcp_tools": [{**server, "require_approval": "always"}]}
+        other = client.post(
+            "/v1/assistants", json={"name": "Careful", "organization_id": "org_local", "tool_configurations": strict}
+        ).json()
+        refused = client.post(
+            "/v1/model/response", json={"assistant_id": other["id"], "inputs": [{"content": "add 4 and 4"}]}
+        )
+    assert harness.sim.predictions()[0]["tools"] == ["add"] and mcp_server.names() == ["add"]
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"]["errors"][0]["field"].endswith("require_approval")
