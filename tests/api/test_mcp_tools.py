@@ -88,9 +88,7 @@ def test_mcp_rounds_stream_calls_and_results_through_the_v5_transport(
     assert completed["response"].startswith("I called")
 
 
-def test_allowed_tools_headers_and_authorization_reach_the_server(
-    harness: Harness, mcp_server: McpTestServer
-) -> None:
+def test_allowed_tools_headers_and_authorization_reach_the_server(harness: Harness, mcp_server: McpTestServer) -> None:
     tool = mcp(mcp_server, allowed_tools=["add"], headers={"X-Team": "blue", "X-Skip": None}, authorization="tok")
     with harness.client() as client:
         answer = client.post("/v1/model/response", json={"inputs": [{"content": "add 1 and 2"}], "tools": [tool]})
@@ -115,7 +113,9 @@ def test_bad_mcp_tools_are_a_422_that_stores_nothing(
     harness: Harness, mcp_server: McpTestServer, tool: dict[str, Any], field: str, status: int
 ) -> None:
     with harness.client() as client:
-        answer = client.post("/v1/model/response", json={"inputs": [{"content": "hi"}], "tools": [mcp(mcp_server, **tool)]})
+        answer = client.post(
+            "/v1/model/response", json={"inputs": [{"content": "hi"}], "tools": [mcp(mcp_server, **tool)]}
+        )
         assert answer.status_code == status, answer.text
         assert field in [e["field"] for e in answer.json()["error"]["details"]["errors"]]
         assert client.get("/v1/threads").json()["data"] == []
@@ -169,9 +169,7 @@ def test_a_tool_that_outlives_its_timeout_is_an_error_result(make_harness: Any, 
     assert "did not finish within 0.2 s" in h.sim.predictions()[1]["history"][-1]["tool_results"][0]
 
 
-def test_a_call_to_a_tool_nobody_offered_is_answered_with_an_error(
-    harness: Harness, mcp_server: McpTestServer
-) -> None:
+def test_a_call_to_a_tool_nobody_offered_is_answered_with_an_error(harness: Harness, mcp_server: McpTestServer) -> None:
     with harness.client() as client:
         answer = client.post(
             "/v1/model/response", json={"inputs": [{"content": "[tool=!rm_rf] go"}], "tools": [mcp(mcp_server)]}
@@ -238,9 +236,7 @@ def test_a_cancel_before_the_call_runs_no_tool(make_harness: Any, mcp_server: Mc
     assert_consistent(h)
 
 
-def test_a_cancel_while_the_arguments_are_generated_runs_no_tool(
-    make_harness: Any, mcp_server: McpTestServer
-) -> None:
+def test_a_cancel_while_the_arguments_are_generated_runs_no_tool(make_harness: Any, mcp_server: McpTestServer) -> None:
     h: Harness = make_harness(make_config(cancel={"quick_edit_seconds": 0.0}))
     h.sim.set_faults(None, stall_in_tool_call=True)
     reader = _stream(h, mcp_server, "[tool=add] 1 2")
