@@ -208,13 +208,16 @@ function collapsible(item, kind, summary, body) {
   return details;
 }
 
+// A call shows where it runs: on an MCP server (the proxy runs it) or in the client.
 function showToolBlock(item, block) {
+  const where = block.server_label ? ` (MCP: ${block.server_label})` : "";
   if (block.type === "tool_call") {
     const args = typeof block.tool_arguments === "string" ? block.tool_arguments : JSON.stringify(block.tool_arguments, null, 2);
-    collapsible(item, "tool-call", `Tool call: ${block.tool_name}`, args ?? "");
+    collapsible(item, "tool-call", `Tool call: ${block.tool_name}${where}`, args ?? "");
   } else if (block.type === "tool_result") {
     const result = typeof block.tool_result === "string" ? block.tool_result : JSON.stringify(block.tool_result, null, 2);
-    collapsible(item, "tool-call", `Tool result: ${block.tool_name}`, result ?? "");
+    const details = collapsible(item, "tool-result", `Tool result: ${block.tool_name}${where}${block.is_error ? " (error)" : ""}`, result ?? "");
+    if (block.is_error) details.classList.add("error");
   }
 }
 
@@ -645,14 +648,28 @@ function renderMessages(messages, { keepScroll = false } = {}) {
   ui.messages.replaceChildren();
   ui.empty.hidden = messages.length > 0;
   for (const message of messages) {
+    if (message.role === "tool") {
+      // A tool's result: collapsed under a "Tool" heading, like the call it answers.
+      const item = bubble("tool", "", { id: message.id });
+      const meta = message.metadata || {};
+      showToolBlock(item, {
+        type: "tool_result", tool_name: meta.tool_name || "the call", tool_result: message.content,
+        server_label: meta.server_label, is_error: meta.is_error,
+      });
+      continue;
+    }
     const item = bubble(message.role, message.content, { id: message.id });
     const reasoning = message.metadata?.reasoning_content || message.reasoning_content;
     if (reasoning) collapsible(item, "reasoning", "Reasoning", reasoning);
     for (const call of message.tool_calls || message.metadata?.tool_calls || []) {
       const fn = call.function || call;
-      showToolBlock(item, { type: "tool_call", tool_name: fn.name || call.tool_name, tool_arguments: fn.arguments ?? call.tool_arguments });
+      showToolBlock(item, {
+        type: "tool_call", tool_name: fn.name || call.tool_name, tool_arguments: fn.arguments ?? call.tool_arguments,
+        server_label: call.server_label,
+      });
       const answered = messages.some((m) => m.role === "tool" && (m.tool_call_id || m.metadata?.tool_call_id) === call.id);
-      if (!answered && message === messages[messages.length - 1]) answerForm(item, call);
+      // The proxy runs MCP calls itself: only a function call waits for the user's answer.
+      if (!answered && !call.server_label && message === messages[messages.length - 1]) answerForm(item, call);
     }
     if (message.metadata?.cancelled) markStopped(item);
     if (message.metadata?.failed) markFailed(item, message.metadata.error?.message || "failed");

@@ -363,3 +363,22 @@ def test_an_assistants_mcp_tools_run_for_its_threads(harness: Harness, mcp_serve
     assert harness.sim.predictions()[0]["tools"] == ["add"] and mcp_server.names() == ["add"]
     assert refused.status_code == 422
     assert refused.json()["error"]["details"]["errors"][0]["field"].endswith("require_approval")
+
+
+def test_a_client_that_leaves_while_a_tool_runs_stops_after_it(harness: Harness, mcp_server: McpTestServer) -> None:
+    body = {"inputs": [{"content": "[tool=hold>add] wait"}], "tools": [mcp(mcp_server)], "stream": True}
+    with harness.client() as client, client.stream("POST", "/v1/model/response", json=body) as response:
+        thread_id = next(
+            json.loads(line[6:])["thread_id"] for line in response.iter_lines() if line.startswith("data:")
+        )
+        assert mcp_server.held.wait(20)
+    # The connection is closed while `hold` runs.
+    wait_until(lambda: _stopping(harness))
+    mcp_server.gate.set()
+    wait_until(lambda: harness.registry_size() == 0)
+    stored = messages_of(harness, thread_id)
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool"]
+    assert stored[1]["metadata"]["cancel_reason"] == "client_disconnected"
+    assert stored[2]["content"] == "held and released"
+    assert mcp_server.names() == ["hold"] and len(harness.sim.predictions()) == 1
+    assert_consistent(harness)

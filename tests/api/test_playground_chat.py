@@ -471,3 +471,29 @@ def test_a_function_call_can_be_answered_by_hand(browser: Browser, make_harness:
     stored = stored_messages(h, first.json()["thread_id"])
     assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
     assert stored[2]["tool_call_id"] == call["id"] and stored[2]["content"] == '{"temperature": 21}'
+
+
+@needs_browser
+def test_mcp_calls_and_results_are_shown_collapsed_with_no_answer_form(
+    browser: Browser, harness: Harness, mcp_server: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    tools = [{"type": "mcp", "server_label": "tests", "server_url": mcp_server.url}]
+    with harness.client() as client:  # a client app ran two MCP rounds on this thread
+        answer = client.post("/v1/model/response", json={"inputs": [{"content": "[tool=add>explode] 1 2"}],
+                                                          "tools": tools})  # fmt: skip
+    assert answer.json()["status"] == "completed"
+    page = open_page(browser, harness)
+    page.get_by_test_id("thread-item").first.click()
+    calls = page.get_by_test_id("tool-call")
+    expect(calls).to_have_count(2)
+    expect(calls.first).to_contain_text("Tool call: add (MCP: tests)")
+    results = page.get_by_test_id("tool-result")
+    expect(results).to_have_count(2)
+    expect(results.first).to_contain_text("Tool result: add (MCP: tests)")
+    expect(results.last).to_contain_text("(error)")
+    expect(results.first).not_to_have_attribute("open", "")  # collapsed
+    results.first.locator("summary").click()
+    expect(results.first.locator("pre")).to_have_text("3")
+    expect(page.get_by_test_id("tool-answer")).to_have_count(0)  # the proxy ran them: nothing to answer
