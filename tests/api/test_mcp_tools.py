@@ -368,9 +368,9 @@ def test_an_assistants_mcp_tools_run_for_its_threads(harness: Harness, mcp_serve
 def test_a_client_that_leaves_while_a_tool_runs_stops_after_it(harness: Harness, mcp_server: McpTestServer) -> None:
     body = {"inputs": [{"content": "[tool=hold>add] wait"}], "tools": [mcp(mcp_server)], "stream": True}
     with harness.client() as client, client.stream("POST", "/v1/model/response", json=body) as response:
-        thread_id = next(
-            json.loads(line[6:])["thread_id"] for line in response.iter_lines() if line.startswith("data:")
-        )
+        lines = response.iter_lines()  # kept: dropping the iterator would close the connection at once
+        events = (json.loads(line[6:]) for line in lines if line.startswith("data: {"))
+        thread_id = next(e for e in events if e["event"] == "response.block")["thread_id"]
         assert mcp_server.held.wait(20)
     # The connection is closed while `hold` runs.
     wait_until(lambda: _stopping(harness))
