@@ -45,6 +45,7 @@ from proxy.wire.events import ResponseCreatedEvent, ToolCallBlock, ToolResultBlo
 log = logging.getLogger("proxy.streams")
 
 CHECKPOINT_SECONDS = 1.0
+CANCEL_GRACE_SECONDS = 5.0  # how much longer than the drain a cancel waits for the outcome
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 
 
@@ -157,7 +158,10 @@ class ActiveStream:
         if self.outcome is not None or self.stop_reason == "shutdown":
             raise ResourceNotFound(NO_ACTIVE_STREAM)
         await self.request_cancel("cancel")
-        async with asyncio.timeout(self.registry.config.cancel.drain_timeout_seconds + 5):
+        config = self.registry.config
+        # A running tool finishes first (the seed's rule), within its own timeout.
+        tool_time = config.tools.call_timeout_seconds if self.running_tool is not None else 0.0
+        async with asyncio.timeout(config.cancel.drain_timeout_seconds + tool_time + CANCEL_GRACE_SECONDS):
             await self.finished.wait()
         if self.outcome != "cancelled" or self.cancel_body is None:
             raise ResourceNotFound(NO_ACTIVE_STREAM)

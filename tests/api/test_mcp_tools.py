@@ -382,3 +382,22 @@ def test_a_client_that_leaves_while_a_tool_runs_stops_after_it(harness: Harness,
     assert stored[2]["content"] == "held and released"
     assert mcp_server.names() == ["hold"] and len(harness.sim.predictions()) == 1
     assert_consistent(harness)
+
+
+def test_a_cancel_waits_for_a_tool_that_outlasts_the_drain(
+    make_harness: Any, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("proxy.streams.CANCEL_GRACE_SECONDS", 0.0)
+    h: Harness = make_harness(make_config(cancel={"drain_timeout_seconds": 0.1}))
+    reader = _stream(h, mcp_server, "[tool=hold] wait")
+    thread_id = reader.thread_id
+    assert mcp_server.held.wait(20)
+    thread, bodies = _cancel_in_background(h, thread_id)
+    wait_until(lambda: _stopping(h))
+    thread.join(1.0)  # ten times the drain timeout: the cancel still waits for the tool
+    assert thread.is_alive() and not bodies
+    mcp_server.gate.set()
+    thread.join(20)
+    assert bodies and bodies[0]["cancel_mode"] == "keep_partial"
+    reader.join()
+    assert_consistent(h)
