@@ -46,6 +46,7 @@ class StreamRegistry:
         self.store = store
         self.bridge = bridge
         self.streams: dict[str, ActiveStream] = {}
+        self.settling: set[asyncio.Task[None]] = set()  # pumps of settled streams still draining
         self._ended: OrderedDict[str, _Ended] = OrderedDict()  # oldest first
         self.accepting = True
         self._ticker: asyncio.Task[None] | None = None
@@ -90,6 +91,11 @@ class StreamRegistry:
     def finished(self, stream: ActiveStream, usage: Usage) -> None:
         if self.streams.get(stream.thread_id) is stream:
             del self.streams[stream.thread_id]
+        task = stream.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            # Settled at a stop: its pump still drains LM Studio's final counts (awaited at shutdown).
+            self.settling.add(task)
+            task.add_done_callback(self.settling.discard)
         m = self.metrics
         m.streams.labels(stream.outcome or "unknown").inc()
         m.tokens.inc(usage.output_tokens)
@@ -168,6 +174,6 @@ class StreamRegistry:
             await asyncio.gather(self._ticker, return_exceptions=True)
         streams = list(self.streams.values())
         await asyncio.gather(*(s.request_cancel("shutdown") for s in streams), return_exceptions=True)
-        tasks = [s.task for s in streams if s.task is not None]
+        tasks = [s.task for s in streams if s.task is not None] + list(self.settling)
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.cancel.drain_timeout_seconds + 1)

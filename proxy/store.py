@@ -880,6 +880,24 @@ class Store:
         return mid
 
     @_guarded
+    def update_usage(self, response_id: str, usage: Usage) -> None:
+        """LM Studio's own counts for a response whose outcome was recorded before they came."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE responses SET stop_reason = ?, input_tokens = ?, output_tokens = ?, total_tokens = ?,"
+                " time_to_first_token = ?, tokens_per_second = ? WHERE id = ?",
+                (
+                    usage.stop_reason,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.input_tokens + usage.output_tokens,
+                    usage.time_to_first_token,
+                    usage.tokens_per_second,
+                    response_id,
+                ),
+            )
+
+    @_guarded
     def apply_late_cancel(self, response_id: str, mode: str, *, delete_thread_if_empty: bool) -> None:
         """A cancel for a response already stopped by a disconnect: give it that cancel's mode."""
         row = self.db.execute(

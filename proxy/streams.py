@@ -11,10 +11,15 @@ How a stream ends (do not "fix" these without reading why):
   deadline to the drain timeout. The pump then drains the stream to LM Studio's final
   `userStopped` result, so the partial text and the token counts are kept even when LM
   Studio never answers the cancel.
-- The linearisation point is the pump's decision after the drain: if a stop was
-  requested by then, the outcome is that stop (even if LM Studio happened to finish);
-  otherwise the outcome is `completed` and later cancels get 404. Both run on the one
-  event loop, so there is no window in between.
+- A stop during a model round settles the outcome at once (`_settle_at_stop`): fragments
+  after the stop are dropped, so the answer is already fixed, and the cancel need not wait
+  for LM Studio's final packet (under load it queues behind every other stream's tokens).
+  The drain goes on in the pump, and LM Studio's counts are written to the usage row when
+  they come. A stop while an MCP tool runs waits for the tool (the seed's rule).
+- The linearisation point is the first of: a stop request during the drain, or the pump's
+  decision after it. If a stop was requested by then, the outcome is that stop (even if LM
+  Studio happened to finish); otherwise the outcome is `completed` and later cancels get
+  404. Both run on the one event loop, so there is no window in between.
 - The store change of an outcome is committed before its terminal SSE event is queued and
   before the cancel endpoint answers.
 - Fragments go to the client through an `Outbox`, not a bounded queue that would block
@@ -104,6 +109,7 @@ class ActiveStream:
         self.task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._deadline: asyncio.Timeout | None = None
+        self._draining = False  # the pump is inside `_drain` (a stop then settles the outcome at once)
         self._last_checkpoint = 0.0
         self._load_reported = -1.0
         self.first_token_at: float | None = None
@@ -152,6 +158,20 @@ class ActiveStream:
             self.cancel_mode, self.cancel_body = self.registry.cancel_result(
                 self.stop_elapsed, tools_ran=self.tools_started > 0
             )
+        self._settle_at_stop()
+
+    def _settle_at_stop(self) -> None:
+        """A stop during a model round fixes the answer at once (fragments after it are dropped),
+        so the outcome is recorded now, and the cancel answered, without waiting for LM Studio's
+        final packet: when the proxy is busy, that packet queues behind every other stream's
+        tokens on the one connection. The pump still drains to it (`drain_timeout_seconds`) and
+        then writes LM Studio's own counts into the usage row (`_record_usage`)."""
+        prediction = self.prediction
+        if self.outcome is not None or not self._draining or prediction is None or self.running_tool is not None:
+            return
+        self.lm_finished = time.perf_counter()
+        counted = Usage(output_tokens=prediction.generated_tokens, stop_reason="userStopped")
+        self._finish(self.registry.store, counted, None)
 
     async def cancel(self) -> CancelStreamResponse:
         """The cancel endpoint: stop, wait until the store change is committed, return the body."""
@@ -201,8 +221,19 @@ class ActiveStream:
                 await self._silence_cancel
             if self.prediction is not None and self.prediction.cancel_sent is False and error is not None:
                 await self.prediction.cancel()
+        if self.outcome is not None:  # settled when the stop came: LM Studio's counts are what is left
+            self._record_usage(store, usage)
+            return
         self.lm_finished = time.perf_counter()
         self._finish(store, usage, error)
+
+    def _record_usage(self, store: Store, usage: Usage) -> None:
+        if usage.stop_reason is None:
+            usage = dataclasses.replace(usage, stop_reason="userStopped")
+        try:
+            store.update_usage(self.spec.response_id, usage)
+        except StorageUnavailable as exc:  # the counted usage stays; LM Studio's is lost
+            log.error("the final usage of %s is not saved: %s", self.spec.response_id, exc.message)
 
     async def _rounds(self, bridge: Bridge, handle: Any, store: Store, loop: asyncio.AbstractEventLoop) -> Usage:
         """Model rounds: one, unless the model calls tools the proxy runs (MCP). Then the proxy
@@ -323,6 +354,7 @@ class ActiveStream:
         fragment_timeout = config.lmstudio.fragment_timeout_seconds
         self._last_checkpoint = loop.time()  # the first checkpoint comes a second in, not before the first delta
         watchdog = loop.call_at(loop.time() + fragment_timeout, self._on_silence, prediction, loop)
+        self._draining = True
         try:
             async with asyncio.timeout(None) as deadline:
                 self._deadline = deadline
@@ -366,6 +398,7 @@ class ActiveStream:
             await prediction.aclose()
             return Usage(output_tokens=prediction.generated_tokens, stop_reason="userStopped")
         finally:
+            self._draining = False
             watchdog.cancel()
             self._deadline = None
         return prediction.usage()

@@ -296,7 +296,26 @@ def test_usage_and_active_streams(make_harness: Any) -> None:
         record = h.sim.predictions()[-1]
         assert usage[0]["status"] == "cancelled" and usage[0]["cancel_mode"] == "quick_edit"
         assert usage[0]["output_tokens"] == record["tokens_generated"] > 0 and usage[0]["stop_reason"] == "userStopped"
-        assert usage[0]["input_tokens"] > 0
+        # LM Studio's own counts land once its final packet is in (the cancel does not wait for it).
+        wait_until(lambda: client.get("/v1/usage").json()["data"][0]["input_tokens"] > 0)
         with h.client(OTHER_KEY) as other:
             assert other.get("/v1/usage").json()["data"] == []
     assert_consistent(h)
+
+
+def test_a_cancel_is_answered_before_lm_studio_confirms_and_its_counts_come_later(make_harness: Any) -> None:
+    h = make_harness(make_config(cancel={"drain_timeout_seconds": 30.0}), tokens_per_second=100.0)
+    h.sim.set_faults(None, ignore_cancel=True)  # LM Studio's final packet comes only at the natural end (3 s)
+    reader = StreamReader(h, {"inputs": [{"role": "user", "content": "count [tokens=300]"}]})
+    reader.wait_deltas(3)
+    assert _cancel(h, reader.thread_id).json()["cancel_mode"] == "quick_edit"
+    assert h.sim.predictions()[-1]["status"] == "running"  # answered while LM Studio was still going
+    events = reader.join()
+    assert events_named(events, "response.cancelled")
+    with h.client() as client:
+        usage = client.get("/v1/usage").json()["data"][0]
+        assert usage["status"] == "cancelled" and usage["input_tokens"] == 0  # counted so far: output only
+        h.sim.wait_for(lambda records: records[-1]["status"] != "running")
+        wait_until(lambda: client.get("/v1/usage").json()["data"][0]["input_tokens"] > 0)
+        final = client.get("/v1/usage").json()["data"][0]
+    assert final["status"] == "cancelled" and final["stop_reason"] == "eosFound"  # LM Studio's word, as before
