@@ -77,15 +77,17 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
     """Non-streaming: wait for the outcome; a client that goes away stops the prediction too."""
     disconnect = asyncio.ensure_future(_wait_disconnect(request))
     finished = asyncio.ensure_future(stream.finished.wait())
+    left = True
     try:
         await asyncio.wait({disconnect, finished}, return_when=asyncio.FIRST_COMPLETED)
+        left = not finished.done()
     finally:
         disconnect.cancel()
-        if not finished.done():
-            await asyncio.shield(stream.client_gone())
+        if left:  # (the stop may settle the outcome at once: still nobody is there to read it)
             finished.cancel()
+            await asyncio.shield(stream.client_gone())
     final = stream.final
-    if final is None or not finished.done():
+    if final is None or left:
         return Response(status_code=CLIENT_GONE)  # nobody is there to read an answer
     if final.error is not None:
         raise final.error
