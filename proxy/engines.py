@@ -156,6 +156,11 @@ def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def one_line(exc: BaseException) -> str:
+    """A driver's message on one line (libpq adds hints on lines of their own)."""
+    return " ".join(str(exc).split())
+
+
 def fault(exc: BaseException) -> str | None:
     """Why the server or the connection, not the request, is at fault; None for any other error."""
     import psycopg
@@ -189,6 +194,7 @@ class PostgresConnection:
         self.on_connect: list[Callable[[psycopg.Connection[Row]], None]] = []  # run on each new connection
         self._conn: psycopg.Connection[Row] | None = None
         self._next_attempt = 0.0
+        self._last_error = ""
         self._connected_before = False
         self.ensure()
 
@@ -207,14 +213,15 @@ class PostgresConnection:
             conn.close()  # broken: one attempt at once, then one a RECONNECT_SECONDS
             self._conn = None
         elif time.monotonic() < self._next_attempt:
-            raise self._psycopg.OperationalError(f"could not connect to {self.display} moments ago")
+            raise self._psycopg.OperationalError(self._last_error)  # the same words: logged once
         new = None
         try:
             new = self._connect()
             for hook in self.on_connect:
                 hook(new)
-        except BaseException:
+        except BaseException as exc:
             self._next_attempt = time.monotonic() + RECONNECT_SECONDS
+            self._last_error = one_line(exc)
             if new is not None:
                 new.close()
             raise

@@ -105,7 +105,7 @@ def _guarded(method: F) -> F:
         except Exception as exc:
             if self._pg is None or (reason := engines.fault(exc)) is None:
                 raise
-            raise self._unavailable(f"The database cannot be used: {reason} ({exc}).") from exc
+            raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
         if self._fault is not None and self.db.total_changes != changes:
             self._recovered()
         return result
@@ -218,7 +218,9 @@ class Store:
                 self._pg.close()
             if not isinstance(exc, ImportError) and engines.fault(exc) is None:
                 raise
-            raise StorageUnavailable(f"cannot use the database {self.path}: {exc}; {_what_to_do(self.path)}") from exc
+            raise StorageUnavailable(
+                f"cannot use the database {self.path}: {engines.one_line(exc)}; {_what_to_do(self.path)}"
+            ) from exc
 
     def _preflight(self) -> None:
         """Refuse, before SQLite maps anything, a database it could not write (see the module docstring)."""
@@ -288,8 +290,9 @@ class Store:
         if self._pg is not None:
             try:
                 self._pg.ensure()
-            except Exception as exc:
-                raise self._unavailable(f"The database cannot be used: {engines.fault(exc) or exc} ({exc}).") from exc
+            except Exception as exc:  # connecting: whatever the reason, the database cannot be used
+                reason = engines.fault(exc) or "the PostgreSQL server refused the connection"
+                raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
         for name, fd in self._watched:
             if os.fstat(fd).st_nlink == 0:
                 self._lost(f"{name} was deleted")
@@ -531,9 +534,9 @@ class Store:
             if alone:
                 pg.execute("SELECT pg_advisory_unlock(?)", (engines.SERVERS_LOCK,))
         except Exception as exc:
-            if engines.fault(exc) is None:
+            if (reason := engines.fault(exc)) is None:
                 raise
-            raise self._unavailable(f"The database cannot be used: {engines.fault(exc)} ({exc}).") from exc
+            raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
         pg.on_connect.append(shared)
         self._serving = True
         return alone

@@ -17,8 +17,9 @@ from .support import InProcess, make_config
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store.sqlite3")
+def store(database: str) -> Iterator[Store]:
+    """A store on a fresh database, once on each engine (tests/conftest.py: `database`)."""
+    s = Store(database)
     yield s
     s.close()
 

@@ -1,0 +1,149 @@
+"""The store on PostgreSQL only: outages, dropped connections, the servers lock, what errors show."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from proxy import engines
+from proxy.errors import StorageUnavailable
+from proxy.store import Store, Usage
+
+# PostgresCluster (tests/conftest.py): url(), stop(), start()
+PostgresCluster = Any
+
+OWNER = "owner-a"
+USAGE = Usage(input_tokens=1, output_tokens=2)
+
+
+def eventually(call: Callable[[], object], timeout: float = 10.0) -> object:
+    """Call until it stops raising StorageUnavailable (the store waits RECONNECT_SECONDS between attempts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except StorageUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def own_cluster(postgres_factory: Callable[[], PostgresCluster]) -> PostgresCluster:
+    """A cluster of this test's own: it is stopped and started again."""
+    return postgres_factory()
+
+
+@pytest.fixture
+def pg_store(postgres_url: str) -> Iterator[Store]:
+    store = Store(postgres_url)
+    yield store
+    store.close()
+
+
+def _terminate_others(url: str) -> int:
+    """Kill every other connection to the database (as an administrator or a failover would)."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def test_an_outage_is_storage_unavailable_and_the_store_reconnects_when_the_server_is_back(
+    own_cluster: PostgresCluster,
+) -> None:
+    store = Store(own_cluster.url())
+    try:
+        tid, rid, _, _ = store.begin_response(OWNER, "", "m", [("user", "q")], None)
+        own_cluster.stop()
+        with pytest.raises(StorageUnavailable, match="PostgreSQL server cannot be reached"):
+            store.get_thread(tid)
+        with pytest.raises(StorageUnavailable):
+            store.begin_response(OWNER, tid, "m", [("user", "again")], None)
+        assert store.checkpoint(rid, tid, "partial") is False  # logged, never raised: the stream goes on
+        with pytest.raises(StorageUnavailable):  # the outcome is kept for later...
+            store.finish_response(rid, status="completed", usage=USAGE, duration=1.0, text="answer")
+        assert store.retry_unrecorded() == 1
+
+        own_cluster.start()
+        thread = eventually(lambda: store.get_thread(tid))  # no restart of the proxy
+        assert isinstance(thread, dict) and thread["id"] == tid
+        assert store.retry_unrecorded() == 0  # ...and written once the server is back
+        (row,) = store.list_usage(OWNER, None, 10).rows
+        assert row["status"] == "completed" and row["output_tokens"] == 2
+        assert [m[1] for m in store.history(tid)] == ["q", "answer"]
+    finally:
+        store.close()
+
+
+def test_a_dropped_connection_is_replaced_before_the_next_call(pg_store: Store, postgres_url: str) -> None:
+    tid = pg_store.create_thread(OWNER)["id"]
+    assert _terminate_others(postgres_url) == 1  # the store's own connection
+    # The server said it closed the connection: the next call reconnects instead of failing.
+    thread = pg_store.get_thread(tid)
+    assert thread is not None and thread["id"] == tid
+    pg_store.add_message(tid, "user", "after the reconnect")
+    assert [m[1] for m in pg_store.history(tid)] == ["after the reconnect"]
+
+
+def test_the_servers_lock_tells_a_live_proxy_and_survives_a_reconnect(postgres_url: str) -> None:
+    first, second = Store(postgres_url), Store(postgres_url)
+    try:
+        assert first.open_for_serving() is True
+        assert first.open_for_serving() is True  # asked again: still this proxy's
+        _terminate_others(postgres_url)  # the first proxy's lock goes with its connection...
+        first.ping()  # ...and is taken again with the new one
+        assert second.open_for_serving() is False
+    finally:
+        first.close()
+        second.close()
+    alone = Store(postgres_url)
+    try:
+        assert alone.open_for_serving() is True  # both are gone
+    finally:
+        alone.close()
+
+
+def test_an_unreachable_server_at_start_is_one_line_without_the_password(free_port: Callable[[], int]) -> None:
+    url = f"postgresql://someone:s3cret@127.0.0.1:{free_port()}/proxy"
+    with pytest.raises(StorageUnavailable) as caught:
+        Store(url)
+    message = caught.value.message
+    assert message.startswith(f"cannot use the database postgresql://someone:***@127.0.0.1:{url.split(':')[3]}")
+    assert "s3cret" not in message and "\n" not in message.strip()
+    assert "--database" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
+        ("postgresql:///db", "postgresql:///db"),
+    ],
+)
+def test_redacted(url: str, shown: str) -> None:
+    assert engines.redacted(url) == shown
+
+
+def test_health_of_the_store_after_a_fault_is_logged_once(
+    own_cluster: PostgresCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(own_cluster.url())
+    try:
+        own_cluster.stop()
+        for _ in range(3):
+            with pytest.raises(StorageUnavailable):
+                store.ping()
+        errors = [r for r in caplog.records if r.name == "proxy.store" and r.levelname == "ERROR"]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+    finally:
+        own_cluster.start()
+        store.close()
