@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -152,7 +153,8 @@ class PostgresCluster:
         self.databases += 1
         name = f"test_{self.databases}"
         with psycopg.connect(self.admin_url(), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            # FILE_COPY: a few times faster than WAL_LOG's block-by-block copy, with fsync off.
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 STRATEGY FILE_COPY')
         return self.admin_url(name)
 
     def drop(self, url: str) -> None:
@@ -172,12 +174,16 @@ class PostgresCluster:
 def postgres_factory() -> Iterator[Callable[[], PostgresCluster]]:
     """Start PostgreSQL clusters of our own (skips without PostgreSQL's binaries); all stop at the end."""
     bindir = _postgres_bindir()
+    missing = None
     if bindir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl were not found (scripts/test.sh installs Debian's postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg is not installed (pip install -e '.[dev]' installs it)")
+        missing = "PostgreSQL's initdb and pg_ctl were not found (scripts/test.sh installs Debian's postgresql)"
+    elif importlib.util.find_spec("psycopg") is None:
+        missing = "psycopg is not installed (pip install -e '.[dev]' installs it)"
+    if missing is not None:
+        if os.environ.get("CI"):  # CI installs both: there, a skip would hide a broken install
+            pytest.fail(missing)
+        pytest.skip(missing)
+    assert bindir is not None
     clusters: list[PostgresCluster] = []
 
     def make() -> PostgresCluster:
