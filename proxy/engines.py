@@ -21,7 +21,9 @@ Design decisions (read before changing):
   pool would only add connections. psycopg prepares a statement after it has run a few
   times, per connection.
 - Autocommit, with explicit BEGIN/COMMIT as on SQLite: a transaction is exactly the store's
-  `transaction()` block.
+  `transaction()` block. `synchronous_commit=off` (unless the URL sets `options`): a commit
+  waits for the server, not for its disk, as SQLite's commits here wait for no fsync; a crash
+  of the server can lose the last moments' transactions, never corrupt anything.
 - A dropped connection (server restarted, connection killed) is noticed before the next
   call: the socket of an idle connection is readable only when the server has closed it or
   said why it will (the proxy never LISTENs on this connection), and then it is replaced.
@@ -57,6 +59,9 @@ CONNECT_DEFAULTS = {
     "keepalives_count": "3",
     "tcp_user_timeout": "10000",
     "application_name": "lmstudio-proxy",
+    # A commit does not wait for the server's WAL fsync (as SQLite's synchronous=NORMAL here):
+    # a server crash can lose the last moments' transactions, never corrupt the database.
+    "options": "-c synchronous_commit=off",
 }
 
 

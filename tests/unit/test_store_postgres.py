@@ -147,3 +147,14 @@ def test_health_of_the_store_after_a_fault_is_logged_once(
     finally:
         own_cluster.start()
         store.close()
+
+
+def test_commits_wait_for_no_fsync_unless_the_url_says_otherwise(postgres_url: str) -> None:
+    default, explicit = Store(postgres_url), Store(postgres_url + "?options=-csynchronous_commit%3Don")
+    try:
+        assert default.db.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        assert explicit.db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        assert explicit.path.endswith("?options=-csynchronous_commit%3Don")  # the URL, shown as given
+    finally:
+        default.close()
+        explicit.close()
