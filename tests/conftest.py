@@ -213,8 +213,36 @@ def postgres_url(postgres: PostgresCluster) -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database for the store, on each engine: a SQLite file, or a PostgreSQL URL."""
+    """A fresh, empty database, on each engine: a SQLite file, or a PostgreSQL URL."""
     if request.param == "sqlite":
         return str(tmp_path / "store.sqlite3")
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated(postgres: PostgresCluster) -> str:
+    """A database the store's tests share, migrated once and emptied after each test (`store_database`)."""
+    from proxy.store import Store
+
+    url = postgres.url()
+    Store(url).close()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated database with no rows, on each engine. On PostgreSQL it is one database emptied
+    after each test (about 15 ms, where a new database and its migrations take about 200)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "store.sqlite3")
+        return
+    import psycopg
+
+    url: str = request.getfixturevalue("postgres_migrated")
+    yield url
+    with psycopg.connect(url, autocommit=True) as db:
+        kept = ("migrations", "settings")  # the schema's record, and the files' signing key
+        listed = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+        tables = [name for (name,) in db.execute(listed).fetchall() if name not in kept]
+        db.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")

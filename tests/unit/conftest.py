@@ -17,9 +17,9 @@ from .support import InProcess, make_config
 
 
 @pytest.fixture
-def store(database: str) -> Iterator[Store]:
-    """A store on a fresh database, once on each engine (tests/conftest.py: `database`)."""
-    s = Store(database)
+def store(store_database: str) -> Iterator[Store]:
+    """A store on a database with no rows, once on each engine (tests/conftest.py: `store_database`)."""
+    s = Store(store_database)
     yield s
     s.close()
 
