@@ -24,6 +24,8 @@ Design decisions (read before changing):
   `transaction()` block. `synchronous_commit=off` (unless the URL sets `options`): a commit
   waits for the server, not for its disk, as SQLite's commits here wait for no fsync; a crash
   of the server can lose the last moments' transactions, never corrupt anything.
+- PostgreSQL's text cannot hold NUL characters: one in a parameter is stored as U+FFFD
+  (SQLite keeps it), so such a request succeeds on both engines.
 - A dropped connection (server restarted, connection killed) is noticed before the next
   call: the socket of an idle connection is readable only when the server has closed it or
   said why it will (the proxy never LISTENs on this connection), and then it is replaced.
@@ -161,6 +163,15 @@ def _placeholders(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+def _without_nul(parameters: Sequence[Any]) -> Sequence[Any]:
+    """PostgreSQL's text cannot hold NUL (SQLite's can): a NUL a client sent is stored as U+FFFD,
+    rather than the request failing on one engine only. JSON columns are unaffected (json.dumps
+    writes NUL as an escape)."""
+    if not any(isinstance(v, str) and "\x00" in v for v in parameters):
+        return parameters
+    return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in parameters]
+
+
 def one_line(exc: BaseException) -> str:
     """A driver's message on one line (libpq adds hints on lines of their own)."""
     return " ".join(str(exc).split())
@@ -262,7 +273,10 @@ class PostgresConnection:
         return status in (self._psycopg.pq.TransactionStatus.INTRANS, self._psycopg.pq.TransactionStatus.INERROR)
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Row]:
-        cursor = self._live.execute(_placeholders(sql), parameters) if parameters else self._live.execute(sql)
+        if parameters:
+            cursor = self._live.execute(_placeholders(sql), _without_nul(parameters))
+        else:
+            cursor = self._live.execute(sql)
         if cursor.description is None and cursor.rowcount > 0:
             self.total_changes += cursor.rowcount
         return cursor
@@ -271,7 +285,7 @@ class PostgresConnection:
         if not seq_of_parameters:
             return
         with self._live.cursor() as cursor:
-            cursor.executemany(_placeholders(sql), seq_of_parameters)
+            cursor.executemany(_placeholders(sql), [_without_nul(p) for p in seq_of_parameters])
             self.total_changes += max(cursor.rowcount, 0)
 
     def close(self) -> None:

@@ -52,10 +52,11 @@ def pg_store(postgres_url: str) -> Iterator[Store]:
 
 
 def _terminate_others(url: str) -> int:
-    """Kill every other connection to the database (as an administrator or a failover would)."""
+    """Kill every other connection to the database (as an administrator or a failover would), and
+    wait until each is gone (`timeout` in ms: until then the server may not have told the client)."""
     with psycopg.connect(url, autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = current_database()"
             " AND pid <> pg_backend_pid()"
         ).fetchall()
     return len(rows)
@@ -226,3 +227,20 @@ async def test_the_api_answers_503_while_the_server_is_down_and_recovers_by_itse
         assert listed.status_code == 200 and [t["title"] for t in listed.json()["data"]] == ["kept"]
     finally:
         await api.aclose()
+
+
+def test_a_nul_character_is_stored_as_the_replacement_character(pg_store: Store) -> None:
+    """PostgreSQL's text cannot hold NUL: the request succeeds, as on SQLite, with U+FFFD in its place."""
+    thread = pg_store.create_thread(OWNER, title="a\x00title", metadata={"k": "v\x00"})
+    tid, rid, (mid,), _ = pg_store.begin_response(OWNER, thread["id"], "m", [("user", "a\x00b")], None)
+    pg_store.add_files(
+        OWNER, "org", [{"id": "file_1", "filename": "n\x00.txt", "mime_type": "text/plain", "size": 1}], "ready"
+    )
+    message = pg_store.get_message(tid, mid)
+    assert message is not None and message["content"] == "a\ufffdb"
+    stored = pg_store.get_thread(tid)
+    assert stored is not None and stored["title"] == "a\ufffdtitle"
+    assert stored["metadata"] == {"k": "v\x00"}  # JSON escapes it: kept as sent
+    file = pg_store.get_file(OWNER, "file_1")
+    assert file is not None and file["filename"] == "n\ufffd.txt"
+    assert rid
