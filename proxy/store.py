@@ -345,7 +345,11 @@ class Store:
         self._fault = None
 
     def maintain(self) -> None:
-        """About once a second, on the event loop: notice a database moved away, retry, keep the reserve."""
+        """About once a second, on the event loop: notice a database moved away (PostgreSQL: a connection
+        dropped, replaced here rather than in a request, with its servers lock), retry, keep the reserve."""
+        if self._pg is not None and not self.db.in_transaction:
+            with contextlib.suppress(StorageUnavailable):
+                self._check()
         if self._gone is None and self._watched:
             try:
                 same = os.path.samestat(os.stat(self.path), os.fstat(self._watched[0][1]))

@@ -244,3 +244,17 @@ def test_a_nul_character_is_stored_as_the_replacement_character(pg_store: Store)
     file = pg_store.get_file(OWNER, "file_1")
     assert file is not None and file["filename"] == "n\ufffd.txt"
     assert rid
+
+
+def test_maintain_replaces_a_dropped_connection_between_requests(postgres_url: str) -> None:
+    store, other = Store(postgres_url), Store(postgres_url)
+    try:
+        assert store.open_for_serving() is True
+        _terminate_others(postgres_url)  # both stores' connections; `store` serves, `other` does not
+        store.maintain()  # what the app runs once a second
+        # A new connection, with the servers lock, before any request needed one.
+        assert other.open_for_serving() is False
+        assert _terminate_others(postgres_url) == 2
+    finally:
+        store.close()
+        other.close()
