@@ -134,7 +134,9 @@ class PostgresCluster:
             command = ["runuser", "-u", self.run_as, "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, cwd=self.root, timeout=120)
         if done.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}")
+            log = self.root / "server.log"
+            server = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stdout}{done.stderr}{server}")
 
     def start(self) -> None:
         options = f"-F -k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
