@@ -13,10 +13,10 @@ Design decisions (read before changing):
   event loop, so each round trip to PostgreSQL blocks the loop for its duration (a fraction
   of a millisecond on the same host, a network round trip otherwise). That keeps one Store
   with one copy of each query and no caller changes; an asyncio store is a redesign of every
-  caller. The waits are bounded: `connect_timeout`, TCP keepalives and `tcp_user_timeout`
-  (all overridable in the URL) bound a dead network to seconds, and after a failed connect
-  the next attempt waits `RECONNECT_SECONDS`, so an outage costs each request one fast 503
-  and not one timeout.
+  caller. The waits are bounded: TCP keepalives and `tcp_user_timeout` (overridable in the
+  URL) bound a call on a dead network to about 5 s, and `connect_timeout` the one reconnect
+  attempt made on the loop when a dropped connection is found; after that one failed,
+  attempts run in a worker thread (one a second) and each request gets a fast 503 meanwhile.
 - One connection, not a pool: calls never overlap (they run one at a time on the loop), so a
   pool would only add connections. psycopg prepares a statement after it has run a few
   times, per connection.
@@ -35,6 +35,7 @@ Design decisions (read before changing):
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import re
@@ -54,12 +55,12 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 RECONNECT_SECONDS = 1.0
 # Bounds on how long a dead server or network can hold the event loop; a URL's own values win.
 CONNECT_DEFAULTS = {
-    "connect_timeout": "5",
+    "connect_timeout": "3",
     "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "2",
+    "keepalives_idle": "5",
+    "keepalives_interval": "1",
     "keepalives_count": "3",
-    "tcp_user_timeout": "10000",
+    "tcp_user_timeout": "5000",
     "application_name": "lmstudio-proxy",
     # A commit does not wait for the server's WAL fsync (as SQLite's synchronous=NORMAL here):
     # a server crash can lose the last moments' transactions, never corrupt the database.
@@ -193,6 +194,11 @@ def fault(exc: BaseException) -> str | None:
     return None
 
 
+def _close_connected(attempt: concurrent.futures.Future[psycopg.Connection[Row]]) -> None:
+    if not attempt.cancelled() and attempt.exception() is None:
+        attempt.result().close()
+
+
 class PostgresConnection:
     """A psycopg connection used as the store uses a sqlite3.Connection; see the module docstring."""
 
@@ -212,7 +218,14 @@ class PostgresConnection:
         self._next_attempt = 0.0
         self._last_error = ""
         self._connected_before = False
-        self.ensure()
+        # Reconnects after a failed attempt (see `ensure`); owned here, shut down by close().
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="postgresql-connect")
+        self._attempt: concurrent.futures.Future[psycopg.Connection[Row]] | None = None
+        try:
+            self._adopt(self._connect_with_hooks)  # at start: on the caller's thread, as SQLite opens
+        except BaseException:
+            self._worker.shutdown()
+            raise
 
     def _connect(self) -> psycopg.Connection[Row]:
         given = self._psycopg.conninfo.conninfo_to_dict(self.url)
@@ -221,25 +234,46 @@ class PostgresConnection:
         return self._psycopg.connect(conninfo, autocommit=True, row_factory=_row_factory)
 
     def ensure(self) -> None:
-        """Have a connection not known to be broken, or raise psycopg.OperationalError (fast, while backing off)."""
+        """Have a connection not known to be broken, or raise psycopg.OperationalError at once.
+
+        When the connection is found dropped, one attempt is made at once (a restarted server
+        answers in milliseconds). Once that failed, attempts run in a worker thread, one every
+        RECONNECT_SECONDS at most, and each call meanwhile fails at once: a connect that hangs
+        (a server gone from the network waits out `connect_timeout`) never holds the loop again.
+        """
         conn = self._conn
         if conn is not None:
             if not conn.closed and not conn.broken and not self._dropped(conn):
                 return
-            conn.close()  # broken: one attempt at once, then one a RECONNECT_SECONDS
+            conn.close()
             self._conn = None
-        elif time.monotonic() < self._next_attempt:
-            raise self._psycopg.OperationalError(self._last_error)  # the same words: logged once
-        new = None
+            self._adopt(self._connect_with_hooks)
+            return
+        attempt = self._attempt
+        if attempt is not None and attempt.done():
+            self._attempt = None
+            self._adopt(attempt.result)  # the connection, or the attempt's error
+            return
+        if attempt is None and time.monotonic() >= self._next_attempt:
+            self._attempt = self._worker.submit(self._connect_with_hooks)
+        raise self._psycopg.OperationalError(self._last_error)  # the same words: logged once
+
+    def _connect_with_hooks(self) -> psycopg.Connection[Row]:
+        new = self._connect()
         try:
-            new = self._connect()
-            for hook in self.on_connect:
+            for hook in list(self.on_connect):
                 hook(new)
+        except BaseException:
+            new.close()
+            raise
+        return new
+
+    def _adopt(self, connect: Callable[[], psycopg.Connection[Row]]) -> None:
+        try:
+            new = connect()
         except BaseException as exc:
             self._next_attempt = time.monotonic() + RECONNECT_SECONDS
             self._last_error = one_line(exc)
-            if new is not None:
-                new.close()
             raise
         self._conn = new
         if self._connected_before:
@@ -292,3 +326,7 @@ class PostgresConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:  # a connect still under way: whatever it returns is closed
+            attempt.add_done_callback(_close_connected)
