@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -258,3 +260,87 @@ def test_maintain_replaces_a_dropped_connection_between_requests(postgres_url: s
     finally:
         store.close()
         other.close()
+
+
+class Relay:
+    """A TCP relay in front of PostgreSQL that can turn into a server that accepts and never answers
+    (as one gone from the network looks to a client still in its connect timeout)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.silent = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.listener.getsockname()[1]
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.sockets: list[socket.socket] = []  # every socket it opened, closed by close()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(client)
+            if self.silent.is_set():
+                continue  # held open, never answered
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets.append(upstream)
+            self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def go_silent(self) -> None:
+        """Drop the connections through the relay; new ones are accepted and never answered."""
+        self.silent.set()
+        for client, upstream in self.pairs:
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+        self.pairs.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() alone does not)
+        self.listener.close()
+        self._thread.join(5)
+        assert not self._thread.is_alive()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_a_hanging_server_holds_the_calls_once_then_each_fails_at_once(postgres: PostgresCluster) -> None:
+    url = postgres.url()
+    relay = Relay(postgres.port)
+    through = url.replace(f":{postgres.port}/", f":{relay.port}/") + "?connect_timeout=2"
+    store = Store(through)
+    try:
+        tid = store.create_thread(OWNER)["id"]
+        relay.go_silent()
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):  # the one attempt on the caller's thread waits out its timeout
+            store.get_thread(tid)
+        assert time.monotonic() - started >= 1.5
+        for _ in range(20):  # meanwhile the next attempts hang in the worker thread
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable, match="PostgreSQL server cannot be reached"):
+                store.get_thread(tid)
+            assert time.monotonic() - started < 0.2
+        relay.silent.clear()  # the server answers again: an attempt started from now on gets through
+        thread = eventually(lambda: store.get_thread(tid))
+        assert isinstance(thread, dict) and thread["id"] == tid
+    finally:
+        store.close()
+        relay.close()
+        postgres.drop(url)
