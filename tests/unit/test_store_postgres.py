@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -11,8 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
+
+try:
+    import psycopg
+except ImportError:
+    if os.environ.get("CI"):  # CI installs it: there, a skip would hide a broken install
+        raise
+    pytest.skip("psycopg is not installed (pip install -e '.[dev]' installs it)", allow_module_level=True)
 
 from proxy import engines
 from proxy.app import create_app
