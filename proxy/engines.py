@@ -74,12 +74,18 @@ def is_url(database: str) -> bool:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password: what logs, errors and /health show."""
+    """The URL without its password (in the user part or a `password=` parameter): what logs, errors
+    and /health show."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
+    if parts.password is None and "password=" not in parts.query:
+        return url  # as given (urlunsplit would drop the `//` of postgresql:///db)
+    if parts.password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=user.split(":", 1)[0] + ":***@" + host)
+    if "password=" in parts.query:
+        query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
 
 
 @dataclass(frozen=True)
@@ -189,8 +195,11 @@ def fault(exc: BaseException) -> str | None:
         return "the database is read-only"
     if isinstance(exc, errors.InsufficientPrivilege):
         return "access to the database is denied"
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return "the PostgreSQL server cannot be reached"
+    lost = errors.ConnectionException | errors.AdminShutdown | errors.CrashShutdown | errors.CannotConnectNow
+    if isinstance(exc, psycopg.InterfaceError | lost) or type(exc) is psycopg.OperationalError:
+        return "the PostgreSQL server cannot be reached"  # (libpq's connection failures are the base class)
+    if isinstance(exc, psycopg.OperationalError):  # a statement timeout, a deadlock, a lock not available...
+        return "the PostgreSQL server could not complete the call"
     return None
 
 

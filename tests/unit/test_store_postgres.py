@@ -143,6 +143,11 @@ def test_an_unreachable_server_at_start_is_one_line_without_the_password(free_po
         ("postgresql://u@h/db", "postgresql://u@h/db"),
         ("postgres://u:p%40ss@h/db?sslmode=require", "postgres://u:***@h/db?sslmode=require"),
         ("postgresql:///db", "postgresql:///db"),
+        (
+            "postgresql://h/db?user=u&password=pw&sslmode=require",
+            "postgresql://h/db?user=u&password=***&sslmode=require",
+        ),
+        ("postgresql://h/db?password=pw", "postgresql://h/db?password=***"),
     ],
 )
 def test_redacted(url: str, shown: str) -> None:
@@ -351,3 +356,24 @@ def test_a_hanging_server_holds_the_calls_once_then_each_fails_at_once(postgres:
         store.close()
         relay.close()
         postgres.drop(url)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (psycopg.OperationalError("connection failed"), "the PostgreSQL server cannot be reached"),
+        (psycopg.errors.AdminShutdown(), "the PostgreSQL server cannot be reached"),
+        (psycopg.errors.ConnectionFailure(), "the PostgreSQL server cannot be reached"),
+        (psycopg.InterfaceError("the connection is closed"), "the PostgreSQL server cannot be reached"),
+        (psycopg.errors.QueryCanceled(), "the PostgreSQL server could not complete the call"),
+        (psycopg.errors.DeadlockDetected(), "the PostgreSQL server could not complete the call"),
+        (psycopg.errors.DiskFull(), "the database server is out of space or memory"),
+        (psycopg.errors.ReadOnlySqlTransaction(), "the database is read-only"),
+        (psycopg.errors.InsufficientPrivilege(), "access to the database is denied"),
+        (psycopg.errors.UniqueViolation(), None),  # the request's (a bug), not the storage's
+        (psycopg.errors.UndefinedTable(), None),
+        (ValueError("x"), None),
+    ],
+)
+def test_which_errors_are_storage_faults(error: BaseException, reason: str | None) -> None:
+    assert engines.fault(error) == reason
