@@ -187,19 +187,24 @@ def one_line(exc: BaseException) -> str:
 def fault(exc: BaseException) -> str | None:
     """Why the server or the connection, not the request, is at fault; None for any other error."""
     import psycopg
-    from psycopg import errors
 
-    if isinstance(exc, errors.DiskFull | errors.OutOfMemory | errors.InsufficientResources):
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate or ""  # psycopg's classes do not nest as SQLSTATE classes do: read the code
+    if state.startswith("53"):
         return "the database server is out of space or memory"
-    if isinstance(exc, errors.ReadOnlySqlTransaction):
+    if state == "25006":
         return "the database is read-only"
-    if isinstance(exc, errors.InsufficientPrivilege):
+    if state == "42501":
         return "access to the database is denied"
-    lost = errors.ConnectionException | errors.AdminShutdown | errors.CrashShutdown | errors.CannotConnectNow
-    if isinstance(exc, psycopg.InterfaceError | lost) or type(exc) is psycopg.OperationalError:
-        return "the PostgreSQL server cannot be reached"  # (libpq's connection failures are the base class)
-    if isinstance(exc, psycopg.OperationalError):  # a statement timeout, a deadlock, a lock not available...
-        return "the PostgreSQL server could not complete the call"
+    if isinstance(exc, psycopg.InterfaceError) or state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+        return "the PostgreSQL server cannot be reached"
+    if isinstance(exc, psycopg.OperationalError):  # libpq's own connection failures have no SQLSTATE
+        return (
+            "the PostgreSQL server cannot be reached"
+            if not state
+            else "the PostgreSQL server could not complete the call"
+        )
     return None
 
 
