@@ -40,7 +40,7 @@ async def readiness(request: Request) -> Response:
         liveness_only: meta.DetailedHealthCheck = {"status": "healthy", "components": []}
         return JSONResponse(liveness_only)
     try:
-        proxy.store.db.execute("SELECT 1").fetchone()
+        proxy.store.ping()
         database: meta.ComponentStatus = {"name": "database", "status": "healthy", "details": proxy.store.path}
     except Exception as exc:  # a broken database is what this endpoint is for
         database = {"name": "database", "status": "unhealthy", "details": f"{proxy.store.path}: {exc}"}

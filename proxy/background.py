@@ -17,6 +17,7 @@ from typing import Any
 
 from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.config import Config
+from proxy.engines import is_url
 from proxy.serving import ThreadedServer, bind
 from proxy.state import Proxy
 
@@ -52,7 +53,7 @@ class BackgroundServer:
         self._lmstudio_host = lmstudio_host
         self._database = database
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
-        self.database_path: Path | None = None  # the SQLite file in use, once started
+        self.database_path: Path | None = None  # the SQLite file in use, once started (None: PostgreSQL)
         self._host = host
         self._port = port
         self._threaded: ThreadedServer | None = None
@@ -78,7 +79,7 @@ class BackgroundServer:
             # ignore_cleanup_errors: on Windows a file the server still holds cannot be removed.
             self._temporary = tempfile.TemporaryDirectory(prefix="lmstudio-proxy-", ignore_cleanup_errors=True)
             database = Path(self._temporary.name) / "proxy.sqlite3"
-        self.database_path = Path(database)
+        self.database_path = None if is_url(str(database)) else Path(database)
         self.app = create_app(self.config, lmstudio_host=host, database=database)
         sock = bind(self._host, self._port, self._socket_options)
         self.port = sock.getsockname()[1]

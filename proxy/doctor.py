@@ -27,6 +27,7 @@ from typing import Any, Literal, TextIO
 from proxy import config as config_module
 from proxy.bridge import FALLBACK_HOST, SDK_DEFAULT_PORTS, START_HINT, Bridge
 from proxy.config import Config, LMStudioConfig
+from proxy.engines import redacted
 from proxy.errors import BackendUnavailable, ConfigError
 from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
@@ -264,7 +265,7 @@ def print_report(report: Report, out: TextIO) -> None:
         lines.append("aliases:     " + ", ".join(f"{a} → {k}" for a, k in sorted(aliases.items())))
     default = report.config.lmstudio.default_model or "(none: the first loaded model)"
     lines.append(f"default:     {default}")
-    lines.append(f"database:    {report.config.database.path or default_database_path()}")
+    lines.append(f"database:    {redacted(report.config.database.path) or default_database_path()}")
     lines.append("")
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s):")

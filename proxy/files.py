@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import platformdirs
 from starlette.requests import Request
 
 from proxy.config import FilesConfig
+from proxy.engines import is_url
 from proxy.errors import PayloadTooLarge
 from proxy.store import Store, new_id
 
@@ -304,9 +306,12 @@ class FileStore:
 
 
 def files_directory(configured: str, database: str | Path) -> Path | None:
-    """`files.directory`, else `<database>-files` beside the database; None for `:memory:`."""
+    """`files.directory`, else `<database>-files` beside the database (PostgreSQL: `files` in the
+    user's data directory); None for `:memory:`."""
     if configured:
         return Path(configured).expanduser()
+    if is_url(str(database)):
+        return Path(platformdirs.user_data_dir("lmstudio-proxy")) / "files"
     return None if str(database) == ":memory:" else Path(f"{database}-files")
 
 

@@ -1,15 +1,36 @@
 """The schema, as named migrations applied in order and recorded in the `migrations` table.
 
+The same migrations build the SQLite and the PostgreSQL schema: DDL is written in SQLite's
+types, which `Dialect.ddl` maps (64-bit integers, double precision, identity columns).
+
 Never edit a migration that has shipped: append a new function decorated with `@migration`.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-Migration = Callable[[sqlite3.Connection], None]
+from proxy.engines import Connection, Dialect
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a migration is given: the store's connection, inside the migrations' transaction, and its dialect.
+
+    Write DDL in SQLite's terms: `script` gives it to PostgreSQL with its own types (`Dialect.ddl`).
+    """
+
+    db: Connection
+    dialect: Dialect
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        return self.db.execute(sql, parameters)
+
+
+Migration = Callable[[Schema], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
 
@@ -19,15 +40,15 @@ def migration(fn: Migration) -> Migration:
     return fn
 
 
-def _script(db: sqlite3.Connection, sql: str) -> None:
+def _script(db: Schema, sql: str) -> None:
     """Run several statements inside the caller's transaction (`executescript` would commit it)."""
     for statement in sql.split(";"):
         if statement.strip():
-            db.execute(statement)
+            db.execute(db.dialect.ddl(statement))
 
 
 @migration
-def m001_initial(db: sqlite3.Connection) -> None:
+def m001_initial(db: Schema) -> None:
     _script(
         db,
         """
@@ -89,7 +110,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m002_soft_deleted_messages(db: sqlite3.Connection) -> None:
+def m002_soft_deleted_messages(db: Schema) -> None:
     """Edit, branch and reset soft-delete messages; a quick_edit of that request restores them."""
     _script(
         db,
@@ -102,7 +123,7 @@ def m002_soft_deleted_messages(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m003_files(db: sqlite3.Connection) -> None:
+def m003_files(db: Schema) -> None:
     """Uploaded files (their bytes are on disk, named by id) and the key that signs their URLs."""
     _script(
         db,
@@ -128,7 +149,7 @@ def m003_files(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m004_assistants(db: sqlite3.Connection) -> None:
+def m004_assistants(db: Schema) -> None:
     """Assistants (v5's `assistants`), per owner; `settings` holds the generation fields as JSON."""
     _script(
         db,

@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
     parser.add_argument("--simulate", action="store_true", help="start the built-in LM Studio simulator and use it")
-    parser.add_argument("--database", metavar="PATH", help="SQLite file (default: database.path)")
+    parser.add_argument(
+        "--database", metavar="PATH|URL", help="SQLite file, or postgresql://… URL (default: database.path)"
+    )
     parser.add_argument("--preload", metavar="MODEL", help="load MODEL (a key or an alias) in LM Studio before serving")
     parser.add_argument(
         "--allow-open", action="store_true", help="allow a non-loopback address with no auth.api_keys configured"

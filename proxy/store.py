@@ -1,6 +1,15 @@
-"""The SQLite store: threads, messages and responses; the only module that writes SQL.
+"""The store: threads, messages and responses in SQLite or PostgreSQL; the only module that writes SQL.
 
 Design decisions (read before changing):
+- Two engines, one store: a file path is SQLite (the zero-configuration default), a
+  `postgresql://` URL is PostgreSQL. Each query is written once, with `?` placeholders and
+  SQL both accept; what really differs (transaction start, LIKE, DDL types, locks) is in
+  `proxy/engines.py`, which also adapts a psycopg connection to the sqlite3 interface used
+  here. PostgreSQL is synchronous too, called on the event loop like SQLite: each round trip
+  blocks the loop (see `proxy/engines.py` for why, and how long it can at most). Everything
+  below about files (SIGBUS guard, deleted database, WAL checkpoint, reserve file) is SQLite's;
+  on PostgreSQL those parts find no files and do nothing, and a server that cannot be reached
+  (or a dropped connection) is StorageUnavailable, reconnected on the next call.
 - One connection, used from the event loop thread. WAL with `synchronous=NORMAL` makes a
   commit a write to the WAL without an fsync, well under a millisecond, so running the
   calls inline is cheaper than hopping to a worker thread for each one; a crash can lose
@@ -51,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy import migrations
+from proxy import engines, migrations
 from proxy.errors import StorageUnavailable
 
 try:
@@ -93,6 +102,10 @@ def _guarded(method: F) -> F:
             result = method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise self._fault_from(exc) from exc
+        except Exception as exc:
+            if self._pg is None or (reason := engines.fault(exc)) is None:
+                raise
+            raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
         if self._fault is not None and self.db.total_changes != changes:
             self._recovered()
         return result
@@ -118,6 +131,8 @@ def _immutable(fd: int) -> bool:
 
 
 def _what_to_do(path: str) -> str:
+    if engines.is_url(path):
+        return f"fix it, or choose another database with --database or database.path ({path})"
     return f"fix it, or choose another file with --database or database.path ({path})"
 
 
@@ -151,9 +166,12 @@ class Usage:
 
 
 class Store:
+    db: engines.Connection
+
     def __init__(self, path: str | Path, max_page_bytes: int = 4_194_304) -> None:
-        """Open (or create) the database; StorageUnavailable, with one line saying what to do, if it can't be used."""
-        self.path = str(path)
+        """Open (or create) the database, a SQLite file or a `postgresql://` URL; StorageUnavailable, with
+        one line saying what to do, if it can't be used."""
+        self.path = str(path)  # a PostgreSQL URL without its password (engines.redacted)
         self.max_page_bytes = max_page_bytes
         self._servers_lock: int | None = None  # see open_for_serving()
         self._watched: list[tuple[str, int]] = []  # (path, read-only descriptor): the files `_check` looks at
@@ -161,6 +179,13 @@ class Store:
         self._fault: str | None = None  # the storage fault last logged, until a write succeeds again
         self._unrecorded: dict[str, Callable[[], Any]] = {}  # outcomes to write once the storage is back
         self._reserve_bytes = 0
+        self._pg: engines.PostgresConnection | None = None
+        self._serving = False  # PostgreSQL: this connection holds the servers lock (open_for_serving)
+        if engines.is_url(self.path):
+            self.dialect = engines.POSTGRES
+            self._open_postgres(self.path)
+            return
+        self.dialect = engines.SQLITE
         if self.path != ":memory:":
             self._preflight()
         try:
@@ -181,6 +206,21 @@ class Store:
             for name in (self.path, self.path + "-wal", self.path + "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     self._watched.append((name, os.open(name, os.O_RDONLY | os.O_CLOEXEC)))
+
+    def _open_postgres(self, url: str) -> None:
+        self.path = engines.redacted(url)
+        try:
+            self._pg = engines.PostgresConnection(url)
+            self.db = self._pg
+            self.migrate()
+        except Exception as exc:
+            if self._pg is not None:
+                self._pg.close()
+            if not isinstance(exc, ImportError) and engines.fault(exc) is None:
+                raise
+            raise StorageUnavailable(
+                f"cannot use the database {self.path}: {engines.one_line(exc)}; {_what_to_do(self.path)}"
+            ) from exc
 
     def _preflight(self) -> None:
         """Refuse, before SQLite maps anything, a database it could not write (see the module docstring)."""
@@ -247,6 +287,12 @@ class Store:
         """Raise StorageUnavailable if a file of the database is gone or immutable; a few microseconds."""
         if self._gone is not None:
             raise StorageUnavailable(self._gone)
+        if self._pg is not None:
+            try:
+                self._pg.ensure()
+            except Exception as exc:  # connecting: whatever the reason, the database cannot be used
+                reason = engines.fault(exc) or "the PostgreSQL server refused the connection"
+                raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
         for name, fd in self._watched:
             if os.fstat(fd).st_nlink == 0:
                 self._lost(f"{name} was deleted")
@@ -272,7 +318,7 @@ class Store:
         copy = f"{self.path}.rescued-{stamp}"
         try:
             with contextlib.closing(sqlite3.connect(copy)) as dest:
-                self.db.backup(dest)
+                typing.cast(sqlite3.Connection, self.db).backup(dest)
             try:
                 os.link(copy, self.path)  # back at its path, unless another file is there by now
             except FileExistsError:
@@ -299,7 +345,11 @@ class Store:
         self._fault = None
 
     def maintain(self) -> None:
-        """About once a second, on the event loop: notice a database moved away, retry, keep the reserve."""
+        """About once a second, on the event loop: notice a database moved away (PostgreSQL: a connection
+        dropped, replaced here rather than in a request, with its servers lock), retry, keep the reserve."""
+        if self._pg is not None and not self.db.in_transaction:
+            with contextlib.suppress(StorageUnavailable):
+                self._check()
         if self._gone is None and self._watched:
             try:
                 same = os.path.samestat(os.stat(self.path), os.fstat(self._watched[0][1]))
@@ -314,7 +364,7 @@ class Store:
 
     def reserve_space(self, size: int) -> None:
         """Keep `size` bytes in `<database>-reserve`, given back on a full disk to record running responses."""
-        self._reserve_bytes = size if self.path != ":memory:" else 0
+        self._reserve_bytes = size if self.path != ":memory:" and self._pg is None else 0
         self._keep_reserve()
 
     def _keep_reserve(self) -> None:
@@ -379,7 +429,7 @@ class Store:
         database: one request in about a hundred waited 6-10 ms for it on the event loop.
         Returns False (and changes nothing) if the database has no WAL, as `:memory:` has not.
         """
-        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        if self._pg is not None or self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             return False
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         return True
@@ -408,8 +458,8 @@ class Store:
         return self.db.total_changes
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+    def transaction(self) -> Iterator[engines.Connection]:
+        self.db.execute(self.dialect.begin)
         try:
             yield self.db
         except BaseException:
@@ -418,23 +468,29 @@ class Store:
             raise
         try:
             self.db.execute("COMMIT")
-        except sqlite3.Error:
+        except Exception:
             if self.db.in_transaction:  # a failed COMMIT leaves the transaction open
                 self.db.execute("ROLLBACK")
             raise
 
     def migrate(self) -> list[str]:
-        """Apply the migrations not yet recorded; return their names."""
-        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        done = {r[0] for r in self.db.execute("SELECT name FROM migrations")}
+        """Apply the migrations not yet recorded, in one transaction; return their names.
+
+        The transaction excludes another process migrating the same database (SQLite's write
+        lock; PostgreSQL's advisory lock), which then finds them recorded.
+        """
         applied = []
-        for name, fn in migrations.MIGRATIONS:
-            if name in done:
-                continue
-            with self.transaction() as db:
-                fn(db)
+        with self.transaction() as db:
+            if self.dialect.lock_migrations:
+                db.execute(self.dialect.lock_migrations)
+            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            done = {r[0] for r in db.execute("SELECT name FROM migrations")}
+            for name, fn in migrations.MIGRATIONS:
+                if name in done:
+                    continue
+                fn(migrations.Schema(db, self.dialect))
                 db.execute("INSERT INTO migrations VALUES (?, ?)", (name, now_iso()))
-            applied.append(name)
+                applied.append(name)
         return applied
 
     def open_for_serving(self) -> bool:
@@ -444,8 +500,12 @@ class Store:
         lifetime (the OS drops it when the process dies, however it dies). Trying for an
         exclusive lock first tells whether another live proxy uses the file, whose running
         responses must not be taken for a crash's leftovers. Without `fcntl` (Windows) and
-        for `:memory:`, the answer is always True.
+        for `:memory:`, the answer is always True. On PostgreSQL the lock is an advisory lock
+        of the connection's session (the server drops it when the connection ends), taken
+        again (shared) on each reconnect.
         """
+        if self._pg is not None:
+            return self._open_for_serving_postgres(self._pg)
         if fcntl is None or self.path == ":memory:" or self._servers_lock is not None:
             return True
         try:
@@ -462,6 +522,33 @@ class Store:
         fcntl.flock(fd, fcntl.LOCK_SH)
         self._servers_lock = fd
         return alone
+
+    def _open_for_serving_postgres(self, pg: engines.PostgresConnection) -> bool:
+        if self._serving:
+            return True
+
+        def shared(conn: Any) -> None:
+            conn.execute("SELECT pg_advisory_lock_shared(%s)", (engines.SERVERS_LOCK,))
+
+        try:
+            self._check()
+            row = pg.execute("SELECT pg_try_advisory_lock(?)", (engines.SERVERS_LOCK,)).fetchone()
+            alone = row is not None and bool(row[0])
+            pg.execute("SELECT pg_advisory_lock_shared(?)", (engines.SERVERS_LOCK,))
+            if alone:
+                pg.execute("SELECT pg_advisory_unlock(?)", (engines.SERVERS_LOCK,))
+        except Exception as exc:
+            if (reason := engines.fault(exc)) is None:
+                raise
+            raise self._unavailable(f"The database cannot be used: {reason} ({engines.one_line(exc)}).") from exc
+        pg.on_connect.append(shared)
+        self._serving = True
+        return alone
+
+    @_guarded
+    def ping(self) -> None:
+        """A round trip to the database (readiness): StorageUnavailable if it cannot be used."""
+        self.db.execute("SELECT 1").fetchone()
 
     @_guarded
     def recover_interrupted(self) -> int:
@@ -605,7 +692,7 @@ class Store:
         # Rows are read one by one, and the page ends early once it holds `max_bytes` of text
         # (at least one row): a page of huge messages must not take the memory and the event
         # loop of everyone else. `has_more` then tells the client to ask for the rest.
-        rows: list[sqlite3.Row] = []
+        rows: list[Any] = []
         size, has_more = 0, False
         for row in cursor:
             if len(rows) == limit or (rows and size > self.max_page_bytes):
@@ -942,6 +1029,7 @@ class Store:
 
     # -- files (metadata; the bytes are on disk: proxy/files.py) -------------------------
 
+    @_guarded
     def add_files(self, owner: str, organization_id: str, files: list[dict[str, Any]], status: str) -> None:
         """Record files in one transaction; each dict: id, filename, mime_type, size, sha256, expires_at."""
         ts = now_iso()
@@ -956,6 +1044,7 @@ class Store:
                 ],
             )  # fmt: skip
 
+    @_guarded
     def get_file(self, owner: str | None, file_id: str, status: str | None = "ready") -> dict[str, Any] | None:
         """A file's row if it is the owner's (any owner's with None) and has `status` (any with None)."""
         sql, args = "SELECT * FROM files WHERE id = ?", [file_id]
@@ -968,6 +1057,7 @@ class Store:
         row = self.db.execute(sql, args).fetchone()
         return dict(row) if row else None
 
+    @_guarded
     def list_files(self, owner: str, *, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """A page of the owner's ready files, newest first, and how many there are in all."""
         rows = self.db.execute(
@@ -977,16 +1067,19 @@ class Store:
         total = self.db.execute("SELECT COUNT(*) FROM files WHERE owner = ? AND status = 'ready'", (owner,))
         return [dict(r) for r in rows], int(total.fetchone()[0])
 
+    @_guarded
     def file_bytes(self, owner: str) -> int:
         """Bytes the owner's files take or have reserved (pending uploads count their declared size)."""
         return int(self.db.execute("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner = ?", (owner,)).fetchone()[0])
 
+    @_guarded
     def update_file(self, file_id: str, **fields: Any) -> None:
         sets = [f"{key} = ?" for key in fields if key in ("mime_type", "size", "sha256", "status", "expires_at")]
         if len(sets) != len(fields):
             raise KeyError(", ".join(fields))
         self.db.execute(f"UPDATE files SET {', '.join(sets)} WHERE id = ?", [*fields.values(), file_id])
 
+    @_guarded
     def delete_files(self, owner: str, file_ids: list[str] | None = None) -> list[str]:
         """Delete the owner's files (all of them with None); return the ids deleted."""
         sql, args = "SELECT id FROM files WHERE owner = ?", [owner]
@@ -997,6 +1090,7 @@ class Store:
             db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in ids])
         return ids
 
+    @_guarded
     def expired_uploads(self, owner: str, now: int) -> list[str]:
         """The owner's upload URLs that expired before their bytes were registered."""
         rows = self.db.execute(
@@ -1004,11 +1098,13 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    @_guarded
     def setting(self, name: str) -> str:
         return str(self.db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()[0])
 
     # -- assistants, model usage (v5's assistants group, /v1/models) -----------------------
 
+    @_guarded
     def create_assistant(self, owner: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Store a new assistant for `owner`; `fields` are columns (see `ASSISTANT_FIELDS`)."""
         now = int(time.time())
@@ -1021,6 +1117,7 @@ class Store:
         assert created is not None
         return created
 
+    @_guarded
     def find_assistant(self, assistant_id: str) -> dict[str, Any] | None:
         """An assistant whoever owns it (the API tells 403 from 404 with its `owner`)."""
         row = self.db.execute("SELECT * FROM assistants WHERE id = ?", (assistant_id,)).fetchone()
@@ -1037,6 +1134,7 @@ class Store:
         found = self.find_assistant(assistant_id)
         return found if found is not None and found["owner"] == owner else None
 
+    @_guarded
     def update_assistant(self, assistant_id: str, fields: dict[str, Any]) -> None:
         sets, args = [], []
         for key, value in fields.items():
@@ -1048,9 +1146,11 @@ class Store:
         args.extend([int(time.time()), assistant_id])
         self.db.execute(f"UPDATE assistants SET {', '.join(sets)} WHERE id = ?", args)
 
+    @_guarded
     def delete_assistant(self, assistant_id: str) -> None:
         self.db.execute("DELETE FROM assistants WHERE id = ?", (assistant_id,))
 
+    @_guarded
     def list_assistants(
         self,
         owner: str,
@@ -1069,7 +1169,8 @@ class Store:
             where.append("organization_id = ?")
             args.append(organization_id)
         if search:
-            where.append("(name LIKE ? ESCAPE '\\' OR IFNULL(description, '') LIKE ? ESCAPE '\\')")
+            like = self.dialect.like
+            where.append(f"(name {like} ? ESCAPE '\\' OR COALESCE(description, '') {like} ? ESCAPE '\\')")
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args.extend([pattern, pattern])
         if not include_inactive:
@@ -1084,6 +1185,7 @@ class Store:
         ).fetchall()
         return [_assistant(r) for r in rows], total
 
+    @_guarded
     def last_used_models(self, owner: str) -> dict[str, str]:
         """model → when the owner's last response with it was created (ISO-8601)."""
         rows = self.db.execute(
@@ -1093,7 +1195,7 @@ class Store:
         return {r[0]: r[1] for r in rows}
 
 
-def _thread(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def _thread(row: Any) -> dict[str, Any]:
     d = dict(row)
     d["metadata"] = json.loads(d["metadata"] or "{}")
     d["visible_in_ui"] = bool(d["visible_in_ui"])
@@ -1101,7 +1203,7 @@ def _thread(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def _message(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def _message(row: Any) -> dict[str, Any]:
     d = dict(row)
     d["metadata"] = json.loads(d["metadata"] or "{}")
     del d["response_blocks"]  # a column no release ever wrote: blocks are rendered when asked for
@@ -1125,7 +1227,7 @@ def _assistant_value(key: str, value: Any) -> Any:
     return value
 
 
-def _assistant(row: sqlite3.Row | dict[str, Any]) -> dict[str, Any]:
+def _assistant(row: Any) -> dict[str, Any]:
     d = dict(row)
     del d["seq"]
     settings = json.loads(d.pop("settings") or "{}")

@@ -42,11 +42,16 @@ else
   step "no npm: the JavaScript SDK test will be skipped"
 fi
 
-# Debian's Chromium for the browser test (Playwright drives it; it downloads no browser), and
-# curl for the README's curl examples.
+# Debian's Chromium for the browser test (Playwright drives it; it downloads no browser), curl
+# for the README's curl examples, and Debian's PostgreSQL server binaries for the store's tests
+# on PostgreSQL (each test session starts and stops a throwaway cluster of its own; the package's
+# own cluster service is not used).
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     step "installing ${missing[*]} with apt-get (a minute or two)"

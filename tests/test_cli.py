@@ -327,3 +327,25 @@ def test_serve_says_at_once_when_lmstudio_does_not_answer(tmp_path: Path, free_p
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 0
+
+
+def test_check_shows_a_postgresql_database_without_its_password(
+    tmp_path: Path, simulator: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, '[database]\npath = "postgresql://proxy:s3cret@db.lan:5433/threads"\n')
+    main(["check", "--config", path, "--lmstudio", simulator.host_port])
+    out = capsys.readouterr().out
+    assert "database:    postgresql://proxy:***@db.lan:5433/threads" in out and "s3cret" not in out
+
+
+def test_serve_on_an_unreachable_postgresql_is_one_line(simulator: Simulator, free_port: Callable[[], int]) -> None:
+    nothing = free_port()  # no PostgreSQL listens there
+    url = f"postgresql://proxy:s3cret@127.0.0.1:{nothing}/threads"
+    command = serve_command("--lmstudio", simulator.host_port, "--port", str(free_port()), "--database", url)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        f"lmstudio-proxy: cannot use the database postgresql://proxy:***@127.0.0.1:{nothing}/threads"
+    )
+    assert "s3cret" not in done.stderr and "listening on" not in done.stdout

@@ -142,12 +142,12 @@ def commands(code: str) -> Iterator[list[str]]:
 
 
 def pip_installs(code: str) -> set[str]:
-    """The distributions `pip install` lines of a shell block name (`-e .` is lmstudio-proxy)."""
+    """The distributions `pip install` lines of a shell block name (`-e .` and `-e '.[extra]'` are lmstudio-proxy)."""
     names: set[str] = set()
     for words in commands(code):
         if len(words) > 2 and words[0].endswith("pip") and words[1] == "install":
             for word in words[2:]:
-                if word == ".":
+                if word == "." or word.startswith(".["):
                     names.add("lmstudio-proxy")
                 elif not word.startswith("-"):
                     names.add(Requirement(word).name)

@@ -191,7 +191,7 @@ def assert_consistent(h: Harness) -> None:
 class ProxyProcess:
     """`python -m proxy serve` in a subprocess; ready once its banner says where it listens."""
 
-    def __init__(self, sim: Simulator, db: Path, port: int, *extra: str) -> None:
+    def __init__(self, sim: Simulator, db: Path | str, port: int, *extra: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -11,25 +11,34 @@ import pytest
 
 from proxy.app import create_app
 from proxy.config import Config
+from proxy.engines import is_url
 from proxy.store import Store
 
 from .support import InProcess, make_config
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store.sqlite3")
+def store(store_database: str) -> Iterator[Store]:
+    """A store on a database with no rows, once on each engine (tests/conftest.py: `store_database`)."""
+    s = Store(store_database)
     yield s
     s.close()
 
 
 @pytest.fixture
-async def make_api(tmp_path: Path) -> AsyncIterator[Callable[..., InProcess]]:
-    """make_api(config=None, **create_app_options): a fresh app on its own database file; closed at teardown."""
+async def make_api(
+    request: pytest.FixtureRequest, tmp_path: Path, store_database: str
+) -> AsyncIterator[Callable[..., InProcess]]:
+    """make_api(config=None, **create_app_options): a fresh app on its own empty database, once on
+    each engine (`store_database`; a second app in one test gets a database of its own); closed at teardown."""
     made: list[InProcess] = []
 
     def make(config: Config | None = None, **options: Any) -> InProcess:
-        db = tmp_path / f"api{len(made)}.sqlite3"
+        db: str | Path = store_database
+        if made and is_url(store_database):
+            db = request.getfixturevalue("postgres").url()
+        elif made:
+            db = tmp_path / f"api{len(made)}.sqlite3"
         made.append(InProcess(create_app(config or make_config(), database=db, **options), db))
         return made[-1]
 

@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from proxy.auth import owner_of
 from proxy.config import Config
+from proxy.engines import is_url
 from proxy.store import Store
 
 KEY = "unit-key-one"
@@ -28,9 +29,17 @@ def make_config(**sections: dict[str, Any]) -> Config:
     return config
 
 
-def dump(path: Path) -> list[str]:
-    """The whole database as SQL, read through a connection of its own (sees the WAL)."""
-    with closing(sqlite3.connect(path)) as db:
+def dump(database: Path | str) -> list[str]:
+    """The whole database as text, read through a connection of its own (sees SQLite's WAL, or
+    what PostgreSQL has committed): SQL statements for SQLite, a line per row for PostgreSQL."""
+    if is_url(str(database)):
+        import psycopg
+
+        with psycopg.connect(str(database)) as pg:
+            listed = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+            tables = [name for (name,) in pg.execute(listed).fetchall()]
+            return [f"{t}: {row!r}" for t in tables for row in pg.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()]
+    with closing(sqlite3.connect(database)) as db:
         return list(db.iterdump())
 
 
@@ -40,7 +49,7 @@ class InProcess:
     No lifespan runs: nothing connects to LM Studio, so only behaviour that needs no model is reachable.
     """
 
-    def __init__(self, app: Starlette, db: Path) -> None:
+    def __init__(self, app: Starlette, db: Path | str) -> None:
         self.app = app
         self.db = db
         self.store: Store = app.state.proxy.store

@@ -10,6 +10,7 @@ import pytest
 from proxy.config import FilesConfig
 from proxy.errors import PayloadTooLarge
 from proxy.files import FileStore, Incoming, clean_name, files_directory, is_image, mime_type_of, sniff
+from proxy.state import default_database_path
 from proxy.store import Store
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
@@ -67,6 +68,11 @@ def test_files_directory() -> None:
     assert files_directory("", "/data/proxy.sqlite3") == Path("/data/proxy.sqlite3-files")
     assert files_directory("/srv/files", "/data/proxy.sqlite3") == Path("/srv/files")
     assert files_directory("", ":memory:") is None
+    # A PostgreSQL URL is no folder: the user's data directory, unless files.directory says otherwise.
+    in_data_dir = files_directory("", "postgresql://u:pw@db.lan/proxy")
+    assert in_data_dir is not None and in_data_dir.name == "files" and "postgresql:" not in str(in_data_dir)
+    assert in_data_dir.parent == default_database_path().parent
+    assert files_directory("/srv/files", "postgresql://db.lan/proxy") == Path("/srv/files")
 
 
 async def test_save_get_read_and_delete(files: FileStore) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sqlite3
-from contextlib import closing
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,32 +29,81 @@ def usage_row(store: Store, response_id: str) -> dict[str, object]:
 # -- migrations ----------------------------------------------------------------------------
 
 
-def test_migrations_are_recorded_once_and_reopening_applies_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "m.sqlite3"
+def test_migrations_are_recorded_once_and_reopening_applies_nothing(database: str) -> None:
     names = [name for name, _ in migrations.MIGRATIONS]
     assert names, "no migrations"
-    first = Store(path)
+    first = Store(database)
     assert first.migrate() == []  # the constructor applied them
     first.close()
-    again = Store(path)
-    assert again.migrate() == []
-    again.close()
-    with closing(sqlite3.connect(path)) as db:
-        recorded = [r[0] for r in db.execute("SELECT name FROM migrations ORDER BY rowid")]
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    again = Store(database)
+    try:
+        assert again.migrate() == []
+        recorded = [r[0] for r in again.db.execute("SELECT name FROM migrations ORDER BY applied_at, name")]
+        for table in ("threads", "messages", "responses", "files", "assistants", "settings"):
+            assert again.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == (table == "settings")
+    finally:
+        again.close()
     assert recorded == names
-    assert {"threads", "messages", "responses", "migrations"} <= tables
 
 
-def test_migrate_runs_what_is_not_recorded(tmp_path: Path) -> None:
-    store = Store(tmp_path / "fresh.sqlite3")
+def _duplicate_table() -> tuple[type[Exception], ...]:
+    """PostgreSQL's error for a table that exists (psycopg is only needed for the PostgreSQL runs)."""
+    try:
+        from psycopg.errors import DuplicateTable
+    except ImportError:
+        return ()
+    return (DuplicateTable,)
+
+
+def test_migrate_runs_what_is_not_recorded(database: str) -> None:
+    store = Store(database)
     try:
         store.db.execute("DELETE FROM migrations WHERE name = ?", (migrations.MIGRATIONS[0][0],))
         # A recorded migration is what stops it running twice: unrecorded, it runs and fails (table exists).
-        with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        with pytest.raises((sqlite3.OperationalError, *_duplicate_table()), match="already exists"):
             store.migrate()
+        # Nothing of the failed run stays: the migrations run in one transaction.
+        recorded = [r[0] for r in store.db.execute("SELECT name FROM migrations ORDER BY applied_at, name")]
+        assert recorded == [name for name, _ in migrations.MIGRATIONS[1:]]
     finally:
         store.close()
+
+
+def test_stores_opened_at_once_migrate_once(database: str) -> None:
+    """Replicas starting together: one applies the migrations, the others find them recorded."""
+    start = threading.Barrier(3)
+
+    def open_store() -> list[str]:
+        start.wait(timeout=10)
+        store = Store(database)
+        try:
+            return store.migrate()
+        finally:
+            store.close()
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: open_store(), range(3)))
+    assert results == [[], [], []]  # each constructor applied or found them; nothing failed
+    store = Store(database)
+    try:
+        names = [r[0] for r in store.db.execute("SELECT name FROM migrations")]
+    finally:
+        store.close()
+    assert sorted(names) == sorted(name for name, _ in migrations.MIGRATIONS)
+
+
+def test_numbers_keep_their_range_and_precision(store: Store) -> None:
+    """64-bit integers and doubles on both engines (PostgreSQL's INTEGER and REAL would be 32-bit)."""
+    usage = Usage(input_tokens=2**40, output_tokens=1, time_to_first_token=0.1234567890123, tokens_per_second=1e-9)
+    _, rid, _, _ = store.begin_response(OWNER, "", "m", [("user", "q")], None)
+    store.finish_response(rid, status="completed", usage=usage, duration=2**-30, text="a")
+    row = usage_row(store, rid)
+    assert (row["input_tokens"], row["total_tokens"]) == (2**40, 2**40 + 1)
+    assert (row["time_to_first_token"], row["tokens_per_second"], row["duration_seconds"]) == (
+        0.1234567890123,
+        1e-9,
+        2**-30,
+    )
 
 
 # -- threads -------------------------------------------------------------------------------
@@ -409,10 +459,18 @@ def test_late_cancel_quick_edit_keeps_a_thread_it_did_not_create(store: Store) -
     assert thread is not None and thread["message_count"] == 0
 
 
+def snapshot(store: Store) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, on either engine."""
+    tables = ("threads", "messages", "responses", "files", "assistants", "settings", "migrations")
+    return {t: [tuple(r) for r in store.db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()] for t in tables}
+
+
 def test_late_cancel_of_an_unknown_response_changes_nothing(store: Store) -> None:
-    before = list(store.db.iterdump())
+    store.begin_response(OWNER, "", "m", [("user", "q")], None)
+    before = snapshot(store)
+    assert before["threads"] and before["messages"] and before["responses"]
     store.apply_late_cancel("resp_nope", "quick_edit", delete_thread_if_empty=True)
-    assert list(store.db.iterdump()) == before
+    assert snapshot(store) == before
 
 
 def test_recover_interrupted(store: Store) -> None:
