@@ -190,9 +190,9 @@ def test_check_discovery_fails_fast_when_connects_hang(
 
 async def test_unreachable(simulator: Simulator, free_port: Callable[[], int]) -> None:
     # What `serve` would print at start-up when LM Studio does not answer.
-    assert await doctor.unreachable(LMStudioConfig(), simulator.host_port) is None
+    assert await doctor.unreachable(LMStudioConfig(), [simulator.host_port]) is None
     host = f"127.0.0.1:{free_port()}"
-    problem = await doctor.unreachable(LMStudioConfig(), host)
+    problem = await doctor.unreachable(LMStudioConfig(), [host])
     assert problem is not None
     assert problem.message == f"LM Studio does not answer at {host}."
     assert "lmstudio-proxy serve --simulate" in problem.fix
