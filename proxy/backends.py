@@ -268,8 +268,9 @@ class Backends:
         now = time.monotonic()
         if backend.down_since is None:
             backend.down_since = now
-            log.info("LM Studio host %s does not answer (%s): skipped while another host has the model",
-                     backend.name, error)  # fmt: skip
+            if len(self.hosts) > 1:  # with one host, the request that needed it says so
+                log.warning("LM Studio host %s does not answer (%s): skipped while another host has the model",
+                            backend.name, error)  # fmt: skip
         backend.error = error
         # The retry interval doubles with the outage's length: 1 s, 2, 4, … (idempotent: one
         # failure reported twice, by the bridge and by the listing, schedules the same retry).
@@ -278,8 +279,8 @@ class Backends:
         self._wake.set()
 
     def _mark_up(self, backend: Backend) -> None:
-        if backend.down_since is not None:
-            log.info("LM Studio host %s answers again", backend.name)
+        if backend.down_since is not None and len(self.hosts) > 1:
+            log.warning("LM Studio host %s answers again", backend.name)
         backend.down_since, backend.error = None, None
 
     async def run(self) -> None:

@@ -154,9 +154,10 @@ async def preload(config: Config, lmstudio_hosts: list[str] | None, model: str, 
         key = await catalog.resolve(model)
         backend = backends.choose(key)
         if any(key in (m["identifier"], m["key"]) for m in backend.loaded):
-            log.info("model '%s' is already loaded on %s", key, backend.name)
+            log.info("model '%s' is already loaded", key)
             return key
-        log.info("loading model '%s' on %s", key, backend.name)
+        where = f" on {backend.name}" if len(backends.hosts) > 1 else ""
+        log.info("loading model '%s'%s", key, where)
         started = time.monotonic()
         try:
             await backend.bridge.load(key, progress)
