@@ -290,7 +290,13 @@ class Backends:
             now = time.monotonic()
             due = [b for b in self.hosts if (b.down_since is not None and b.retry_at <= now) or b.stale]
             if due:
-                await asyncio.gather(*(self._list(b) for b in due))
+                for result in await asyncio.gather(*(self._list(b) for b in due), return_exceptions=True):
+                    if isinstance(result, Exception):  # a bug: keep retrying the others, say so
+                        log.error("retrying an LM Studio host failed", exc_info=result)
+                for backend in due:
+                    backend.stale = False
+                    if backend.down_since is not None and backend.retry_at <= now:
+                        self._mark_down(backend, backend.error or "does not answer")  # never a busy loop
                 continue
             retries = [b.retry_at for b in self.hosts if b.down_since is not None]
             timeout = max(0.0, min(retries) - now) if retries else None

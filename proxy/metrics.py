@@ -46,7 +46,9 @@ class _Live(Collector):
             value=self._connects(),
         )
         up = GaugeMetricFamily(
-            "proxy_lmstudio_host_up", "1 if the LM Studio host answers, 0 if it is down", labels=["host"]
+            "proxy_lmstudio_host_up",
+            "0 while the LM Studio host does not answer (its last contact failed), else 1",
+            labels=["host"],
         )
         active = GaugeMetricFamily(
             "proxy_lmstudio_host_active_streams", "Predictions running on the LM Studio host", labels=["host"]
