@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import KEY, StreamReader, UrlClients, assert_well_terminated, make_config, wait_until
+from support import CATALOGUES, KEY, StreamReader, UrlClients, assert_well_terminated, make_config, wait_until
 
 from proxy.background import BackgroundServer
 from proxy.simulator import Simulator
 
 # A has `shared` loaded; B has it downloaded only. `both` is loaded on both; `only-*` on one.
-CATALOGUE_A = ["shared", "both", "only-a"]
-CATALOGUE_B = ["shared:downloaded", "both", "only-b"]
+CATALOGUE_A, CATALOGUE_B = CATALOGUES
 CONFIG = make_config(lmstudio={"retry_max_seconds": 0.2})
 
 
@@ -63,11 +62,10 @@ def _ask(client: httpx.Client, model: str, text: str) -> httpx.Response:
 
 @pytest.fixture
 def two_hosts(
-    tmp_path: Path, simulator_factory: Callable[..., Simulator]
+    tmp_path: Path, simulator_pair: tuple[Simulator, Simulator]
 ) -> Iterator[tuple[BackgroundServer, Simulator, Simulator]]:
-    """The proxy in front of two simulators (A first in `lmstudio.hosts`), 40 tokens/s each."""
-    a = simulator_factory(models=CATALOGUE_A, tokens_per_second=40.0)
-    b = simulator_factory(models=CATALOGUE_B, tokens_per_second=40.0)
+    """The proxy in front of two simulators (A first in `lmstudio.hosts`)."""
+    a, b = simulator_pair
     with BackgroundServer(CONFIG, lmstudio_host=[a.host_port, b.host_port], database=tmp_path / "p.db") as server:
         yield server, a, b
 
@@ -229,3 +227,12 @@ def test_a_host_that_dies_is_skipped_until_it_answers_again(
         for process in processes:
             if process.proc.poll() is None:
                 process.kill()
+
+
+def test_background_server_simulates_several_hosts(tmp_path: Path) -> None:
+    with BackgroundServer(simulate=2, database=tmp_path / "p.db") as server:
+        assert len(server.simulators) == 2 and server.simulator is server.simulators[0]
+        hosts = httpx.get(server.base_url + "/health", timeout=30).json()["lmstudio"]["hosts"]
+        assert [h["host"] for h in hosts] == [s.host_port for s in server.simulators]
+        assert all(h["state"] == "up" for h in hosts)
+    assert all(s._threaded is None for s in server.simulators)  # stopped with the proxy
