@@ -15,7 +15,7 @@ from proxy import config as config_module
 from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.backends import Backends
 from proxy.config import Config
-from proxy.doctor import host_list, simulator_count
+from proxy.doctor import host_list, simulator_count, unreachable
 from proxy.errors import ConfigError, ProxyError, StorageUnavailable
 from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
@@ -217,8 +217,6 @@ def run(args: argparse.Namespace) -> int:
         )
         # Say now, not at the first request, when LM Studio does not answer (about a second when
         # nothing listens); serve anyway: the bridge connects on each request until it answers.
-        from proxy.doctor import unreachable  # here: the doctor is for this one moment only
-
         problem = None if simulators or args.preload else asyncio.run(unreachable(config.lmstudio, lmstudio_host))
         if problem is not None:
             lm += " (does not answer yet)"
