@@ -145,6 +145,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
     req = _with_assistant(proxy, owner, req)
     model = await proxy.catalog.resolve(req.model)
     found = await images.collect(files, owner, req)
+    backend = proxy.backends.choose(model)  # the LM Studio host it runs on (and images are uploaded to)
     handles: dict[int, list[dict[str, Any]]] = {}
     if found:
         if proxy.catalog.vision(model) is False:
@@ -153,7 +154,7 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
                 {"errors": [{"field": "inputs", "message": f"images need a vision model; {model} is not one"}]},
             )
         for image in found:  # uploaded to LM Studio now, so the prediction can start at once
-            handles.setdefault(image.index, []).append(await proxy.bridge.prepare_image(image.data, image.name))
+            handles.setdefault(image.index, []).append(await backend.bridge.prepare_image(image.data, image.name))
     function_tools = frozenset(t.name for t in req.tools or () if isinstance(t, FunctionTool))
     mcp_tools = await mcp_client.discover(
         _mcp_servers(req), proxy.config.tools.mcp_connect_timeout_seconds, set(function_tools)
@@ -207,4 +208,4 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         function_tools=function_tools,
         mcp_tools=mcp_tools,
     )
-    return proxy.registry.start(spec)
+    return proxy.registry.start(spec, backend)

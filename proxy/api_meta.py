@@ -44,18 +44,31 @@ async def readiness(request: Request) -> Response:
         database: meta.ComponentStatus = {"name": "database", "status": "healthy", "details": proxy.store.path}
     except Exception as exc:  # a broken database is what this endpoint is for
         database = {"name": "database", "status": "unhealthy", "details": f"{proxy.store.path}: {exc}"}
-    lm = await proxy.bridge.health()
+    lm = await proxy.backends.health()
+    hosts = lm.get("hosts", [])
     if lm["reachable"]:
         models = ", ".join(lm.get("loaded_models", [])) or "none"
         lmstudio: meta.ComponentStatus = {
             "name": "lmstudio", "status": "healthy", "details": f"{lm.get('host')} (loaded: {models})",
         }  # fmt: skip
+        if len(hosts) > 1:
+            lmstudio["details"] = f"{sum(h['state'] != 'down' for h in hosts)} of {len(hosts)} hosts answer"
     else:
         lmstudio = {"name": "lmstudio", "status": "unhealthy", "details": lm.get("error") or lm["looked_at"]}
+    per_host: list[meta.ComponentStatus] = []
+    if len(hosts) > 1:  # several LM Studio hosts: one component each, beside the summary
+        for h in hosts:
+            loaded = ", ".join(h["loaded_models"]) or "none"
+            details = f"{h['active_streams']} active, loaded: {loaded}"
+            if h["state"] == "down":
+                details = f"does not answer: {h.get('error', '')}"
+            healthy = h["state"] != "down"
+            per_host.append({"name": f"lmstudio {h['host']}", "status": "healthy" if healthy else "unhealthy",
+                             "details": details})  # fmt: skip
     streams: meta.ComponentStatus = {
         "name": "streams", "status": "healthy", "details": f"{len(proxy.registry.streams)} active",
     }  # fmt: skip
-    components = [database, lmstudio, streams]
+    components = [database, lmstudio, *per_host, streams]
     healthy = all(c["status"] == "healthy" for c in components)
     body: meta.DetailedHealthCheck = {"status": "healthy" if healthy else "degraded", "components": components}
     return JSONResponse(body)

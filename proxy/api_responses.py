@@ -276,7 +276,8 @@ async def usage(request: Request) -> Response:
     "/health",
     Operation(
         "health", "Proxy status, and whether LM Studio is reachable", "meta", response=bodies.Health, public=True,
-        response_description="The status (200 also when LM Studio is unreachable: status degraded). With "
+        response_description="The status (200 also when LM Studio is unreachable, or one of several LM Studio "
+        "hosts is: status degraded; `lmstudio.hosts` has each host). With "
         "auth.api_keys configured, a request without a valid key gets only {status: ok} (liveness).",
     ),
 )  # fmt: skip
@@ -287,12 +288,14 @@ async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
     body: bodies.Health = {
         "status": "ok",
-        "lmstudio": await proxy.bridge.health(),
+        "lmstudio": await proxy.backends.health(),
         "active_streams": len(proxy.registry.streams),
         "database": proxy.store.path,
         "time": now_iso(),
     }
-    body["status"] = "ok" if body["lmstudio"]["reachable"] else "degraded"
+    # Degraded when any LM Studio host does not answer (requests still go to the others).
+    hosts_down = any(h["state"] == "down" for h in body["lmstudio"].get("hosts", []))
+    body["status"] = "ok" if body["lmstudio"]["reachable"] and not hosts_down else "degraded"
     return JSONResponse(body)
 
 

@@ -406,7 +406,7 @@ async def generate_name(request: Request) -> Response:
         }
 
     if not query.stream:
-        return JSONResponse(finish(await proxy.bridge.complete(model, prompt, **TITLE_SAMPLING)))
+        return JSONResponse(finish(await proxy.backends.complete(model, prompt, **TITLE_SAMPLING)))
     return _NameStream(_name_events(proxy, model, prompt, finish))  # type: ignore[return-value]  # an ASGI app
 
 
@@ -446,7 +446,7 @@ async def _name_events(
 
     async def run() -> str:
         try:
-            return await proxy.bridge.complete(model, prompt, **TITLE_SAMPLING, on_text=on_text)
+            return await proxy.backends.complete(model, prompt, **TITLE_SAMPLING, on_text=on_text)
         finally:
             queue.put_nowait(None)
 

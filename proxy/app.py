@@ -1,4 +1,4 @@
-"""The app factory: builds the store, bridge and stream registry, and owns their lifetimes."""
+"""The app factory: builds the store, LM Studio hosts and stream registry, and owns their lifetimes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import api_assistants, api_files, api_meta, api_responses, api_threads, metrics, openapi, playground
 from proxy.auth import Authenticator
-from proxy.bridge import Bridge
+from proxy.backends import Backends
 from proxy.config import Config
 from proxy.errors import (
     ConfigError,
@@ -259,20 +259,27 @@ def openapi_document() -> dict[str, Any]:
 def create_app(
     config: Config,
     *,
-    lmstudio_host: str | None = None,
+    lmstudio_host: str | Sequence[str] | None = None,
     database: str | Path | None = None,
     extra_routes: list[Any] | None = None,
 ) -> Starlette:
-    """Build the app; nothing connects until the lifespan starts (LM Studio lazily, on first use)."""
+    """Build the app; nothing connects until the lifespan starts (LM Studio lazily, on first use).
+
+    `lmstudio_host`: one HOST:PORT or several (overriding `lmstudio.host` / `lmstudio.hosts`).
+    """
     db_path = database or config.database.path or default_database_path()
+    hosts = [lmstudio_host] if isinstance(lmstudio_host, str) else lmstudio_host
+    backends = Backends(config.lmstudio, hosts)  # before the store: a config error opens nothing
     store = Store(db_path, max_page_bytes=config.limits.max_page_bytes)
-    bridge = Bridge(config.lmstudio, host=lmstudio_host)
     app_metrics = metrics.Metrics()
-    registry = StreamRegistry(config, store, bridge, app_metrics)
-    app_metrics.watch(lambda: len(registry.streams), lambda: bridge.errors, lambda: bridge.reconnects)
-    proxy = Proxy(
-        config, store, bridge, registry, ModelCatalog(bridge, config), Authenticator(config.auth.api_keys), app_metrics
+    registry = StreamRegistry(config, store, backends, app_metrics)
+    app_metrics.watch(
+        lambda: len(registry.streams), lambda: backends.errors, lambda: backends.reconnects, backends.statuses
     )
+    proxy = Proxy(
+        config, store, backends, registry, ModelCatalog(backends, config), Authenticator(config.auth.api_keys),
+        app_metrics,
+    )  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -290,6 +297,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(_checkpoint_wal(store, store.checkpoint_in_background()), name="wal-checkpoints"),
+            loop.create_task(backends.run(), name="lmstudio-retries"),
         ]
         try:
             yield
@@ -298,7 +306,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await registry.shutdown()
-            await bridge.aclose()
+            await backends.aclose()
             store.close()
 
     routes = [

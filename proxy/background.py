@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,7 +26,9 @@ class BackgroundServer:
     """The proxy on a real port, served by uvicorn on its own event loop in a daemon thread.
 
     With `simulate=True` it also starts the LM Studio simulator (on a free port) and
-    points the proxy at it; `simulator_options` go to `proxy.simulator.Simulator`.
+    points the proxy at it; `simulate=N` starts N of them, as N LM Studio hosts (`simulators`);
+    `simulator_options` go to `proxy.simulator.Simulator`. `lmstudio_host` is one HOST:PORT or
+    several.
     `database` is the SQLite file to use; without one (and without `database.path` in
     `config`) it is a temporary file, deleted by `stop()`. `database_path` says which.
     """
@@ -35,8 +37,8 @@ class BackgroundServer:
         self,
         config: Config | None = None,
         *,
-        simulate: bool = False,
-        lmstudio_host: str | None = None,
+        simulate: bool | int = False,
+        lmstudio_host: str | Sequence[str] | None = None,
         database: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -45,11 +47,13 @@ class BackgroundServer:
     ) -> None:
         self.config = config or Config()
         self._socket_options = socket_options or []  # set on the listening socket; accepted ones inherit
-        self.simulator: Any = None
+        self.simulator: Any = None  # the first simulator
+        self.simulators: list[Any] = []
         if simulate:
             from proxy.simulator import Simulator
 
-            self.simulator = Simulator(**(simulator_options or {}))
+            self.simulators = [Simulator(**(simulator_options or {})) for _ in range(int(simulate))]
+            self.simulator = self.simulators[0]
         self._lmstudio_host = lmstudio_host
         self._database = database
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
@@ -71,9 +75,10 @@ class BackgroundServer:
 
     def start(self) -> BackgroundServer:
         host = self._lmstudio_host
-        if self.simulator is not None:
-            self.simulator.start()
-            host = host or self.simulator.host_port
+        for simulator in self.simulators:
+            simulator.start()
+        if self.simulators and not host:
+            host = [simulator.host_port for simulator in self.simulators]
         database = self._database or self.config.database.path or None
         if database is None:
             # ignore_cleanup_errors: on Windows a file the server still holds cannot be removed.
@@ -103,8 +108,8 @@ class BackgroundServer:
         if self._threaded is not None:
             self._threaded.stop()  # as on SIGTERM, the streams end first (`app.stop_streams`)
             self._threaded = None
-        if self.simulator is not None:
-            self.simulator.stop()
+        for simulator in self.simulators:
+            simulator.stop()
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
@@ -121,9 +126,9 @@ class BackgroundServer:
 @contextlib.contextmanager
 def serve_in_background(
     *,
-    simulate: bool = False,
+    simulate: bool | int = False,
     config: Config | None = None,
-    lmstudio_host: str | None = None,
+    lmstudio_host: str | Sequence[str] | None = None,
     database: str | Path | None = None,
     port: int = 0,
     simulator_options: dict[str, Any] | None = None,

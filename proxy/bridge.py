@@ -9,6 +9,8 @@ Design decisions (the SDK traps of the spec are inputs here; do not "simplify" t
 - Every wait on LM Studio is bounded by a timeout: the async SDK has none of its own.
 - Every SDK and transport failure is translated here into `BackendUnavailable` (or
   `ResourceNotFound` for an unknown model); nothing above this module sees SDK types.
+- A Bridge is one LM Studio host. Several hosts are several Bridges (`backends.Backends`),
+  each told through `on_change` when its host stops or starts answering.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, NamedTuple
 
 import httpx
@@ -175,6 +177,8 @@ class Bridge:
         self._closing: set[asyncio.Task[None]] = set()  # close tasks of lost clients, awaited in aclose
         self._loading: dict[str, asyncio.Task[Any]] = {}  # model loads in progress, shared by waiters
         self._load_listeners: dict[str, set[Callable[[float], None]]] = {}
+        # Told False when a connection fails or is lost, True when one opens (`backends.Backends`).
+        self.on_change: Callable[[bool, str | None], None] | None = None
 
     def where(self) -> str:
         """Where the proxy looks for LM Studio, in words."""
@@ -208,9 +212,13 @@ class Bridge:
                 log.info("connected to LM Studio at %s", self.host)
             self.reconnects += 1
             self.last_error = None
+            if self.on_change is not None:
+                self.on_change(True, None)
             return client
         self.errors += 1
         self.last_error = "; ".join(problems)
+        if self.on_change is not None:
+            self.on_change(False, self.last_error)
         raise BackendUnavailable(
             f"LM Studio is not reachable (looked at {self.where()}). {START_HINT}",
             {"looked_at": self.where()},
@@ -231,6 +239,8 @@ class Bridge:
         self.errors += 1
         client, self._client = self._client, None
         self._handles.clear()
+        if self.on_change is not None:
+            self.on_change(False, "the connection to LM Studio was lost")
         if client is not None:
             # Closing may block on a dead socket; do it without holding up the caller.
             task = asyncio.get_running_loop().create_task(self._close(client))
@@ -311,6 +321,20 @@ class Bridge:
             "looked_at": self.where(),
             "loaded_models": [m["identifier"] for m in loaded],
         }
+
+    def link_down(self) -> bool:
+        """Whether the open client's websocket has closed (LM Studio went away), seen without a
+        round trip: the SDK clears its socket when its receive task ends. False when unknown."""
+        if self._client is None:
+            return False
+        # Private SDK attributes, read defensively: a missing one means "not known to be down".
+        session = getattr(self._client, "_sessions", {}).get("llm")
+        handler = getattr(getattr(session, "_lmsws", None), "_ws_handler", None)
+        return handler is not None and getattr(handler, "_ws", True) is None
+
+    def loaded_here(self) -> Collection[str]:
+        """The models this bridge has a handle for (loaded through it since it connected)."""
+        return self._handles.keys()
 
     def loaded_handle(self, key: str) -> Any:
         """The handle of a model already loaded through this bridge, or None (no round trip)."""

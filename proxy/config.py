@@ -44,11 +44,28 @@ class ServerConfig:
 @dataclass(frozen=True)
 class LMStudioConfig:
     __pydantic_config__ = _STRICT
-    host: str = ""
+    host: str = ""  # one host; `hosts` for several (giving both is a config error)
+    hosts: list[str] = field(default_factory=list)
     default_model: str = ""
     connect_timeout_seconds: Seconds = 5.0
     load_timeout_seconds: Seconds = 300.0
     fragment_timeout_seconds: Seconds = 120.0
+    retry_max_seconds: Seconds = 30.0  # a host that stopped answering is tried again at most this far apart
+
+    def host_list(self, source: str = "<config>") -> list[str]:
+        """The configured hosts: `hosts`, or `host` as a one-host list (`[""]`: discover LM Studio)."""
+        if self.host and self.hosts:
+            raise ConfigError(
+                f"{source}: keys 'lmstudio.host' and 'lmstudio.hosts' are both set: use 'lmstudio.hosts' only"
+            )
+        if not self.hosts:
+            return [self.host]
+        if any(not h.strip() for h in self.hosts):
+            raise ConfigError(f"{source}: key 'lmstudio.hosts' has an empty host: each must be HOST:PORT")
+        repeated = sorted({h for h in self.hosts if self.hosts.count(h) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: key 'lmstudio.hosts' names {repeated[0]} more than once")
+        return list(self.hosts)
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,7 @@ def parse(text: str, source: str = "<config>") -> Config:
         config = _DECODER.validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
         raise ConfigError(_problem(exc.errors(include_url=False)[0], source)) from None
+    config.lmstudio.host_list(source)  # both `host` and `hosts`, or a host twice: one line, at load
     return dataclasses.replace(config, source=source)
 
 

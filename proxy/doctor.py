@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from proxy import config as config_module
+from proxy.backends import Backends
 from proxy.bridge import FALLBACK_HOST, SDK_DEFAULT_PORTS, START_HINT, Bridge
 from proxy.config import Config, LMStudioConfig
 from proxy.engines import redacted
@@ -32,7 +33,7 @@ from proxy.errors import BackendUnavailable, ConfigError
 from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
 from proxy.state import default_database_path
-from proxy.wire.bodies import Model
+from proxy.wire.bodies import LMStudioHost, Model
 
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1
@@ -44,11 +45,35 @@ DISCOVERY_HOSTS = (*(f"127.0.0.1:{port}" for port in SDK_DEFAULT_PORTS), FALLBAC
 PROBE_TIMEOUT = 1.0
 
 
+def host_list(text: str) -> list[str]:
+    """`--lmstudio a:1,b:2` → ["a:1", "b:2"]."""
+    hosts = [h.strip() for h in text.split(",")]
+    if not all(hosts):
+        raise argparse.ArgumentTypeError(f"an empty host in {text!r}: give HOST:PORT[,HOST:PORT…]")
+    return hosts
+
+
+def simulator_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 16:
+        raise argparse.ArgumentTypeError(f"the number of simulators must be 1 to 16, got {text!r}")
+    return count
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $LMSTUDIO_PROXY_CONFIG)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
-    where.add_argument("--simulate", action="store_true", help="start the built-in LM Studio simulator and use it")
+    where.add_argument(
+        "--lmstudio", metavar="HOST:PORT[,…]", type=host_list,
+        help="LM Studio's API host, or several, comma-separated (default: lmstudio.hosts, else discover)",
+    )  # fmt: skip
+    where.add_argument(
+        "--simulate", metavar="N", nargs="?", const=1, type=simulator_count,
+        help="start the built-in LM Studio simulator (N of them: N hosts) and use it",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     config_failed: bool = False
     simulated: bool = False
+    hosts: list[LMStudioHost] = field(default_factory=list)  # each LM Studio host, when several
+    connected: dict[str, str | None] = field(default_factory=dict)  # host → the address connected to
 
     @property
     def reachable(self) -> bool:
@@ -191,23 +218,35 @@ async def _fail_fast(bridge: Bridge) -> None:
         raise BackendUnavailable(f"LM Studio is not reachable (looked at {bridge.where()}).")
 
 
-async def unreachable(config: LMStudioConfig, lmstudio_host: str | None) -> Problem | None:
-    """None if LM Studio answers where the proxy would look, else the problem (for `serve`'s banner).
+async def unreachable(config: LMStudioConfig, lmstudio_hosts: list[str] | None) -> Problem | None:
+    """None if LM Studio answers where the proxy would look (every host), else the problem (for
+    `serve`'s banner).
 
     As quick as `check`: about a second when nothing listens on any of the discovery's ports.
     """
-    bridge = Bridge(config, host=lmstudio_host)
+    backends = Backends(config, lmstudio_hosts)
+
+    async def answers(bridge: Bridge) -> bool:
+        try:
+            await _fail_fast(bridge)
+            await bridge.client()
+        except BackendUnavailable:
+            return False
+        return True
+
     try:
-        await _fail_fast(bridge)
-        await bridge.client()
-    except BackendUnavailable:
-        return Problem("error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or "")
+        results = await asyncio.gather(*(answers(b.bridge) for b in backends.hosts))
     finally:
-        await bridge.aclose()
-    return None
+        await backends.aclose()
+    silent = [b.bridge for b, ok in zip(backends.hosts, results, strict=True) if not ok]
+    if not silent:
+        return None
+    where = ", ".join(b.where() for b in silent)
+    return Problem("error", f"LM Studio does not answer at {where}.", START_HINT,
+                   "; ".join(b.last_error or "" for b in silent))  # fmt: skip
 
 
-async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
+async def inspect(config_path: str | None, lmstudio_hosts: list[str] | None) -> Report:
     """Load the config, ask LM Studio what it has, and collect the problems (never raises for them)."""
     config_path = config_path or os.environ.get(config_module.ENV_VAR) or None
     config, config_problem = _load_config(config_path)
@@ -215,33 +254,48 @@ async def inspect(config_path: str | None, lmstudio_host: str | None) -> Report:
         source = config.source or f"defaults (no --config, ${config_module.ENV_VAR} unset)"
     else:
         source = f"{config_path} (not usable)"
-    bridge = Bridge(config.lmstudio, host=lmstudio_host)
-    report = Report(config=config, config_source=source, looked_at=bridge.where())
+    backends = Backends(config.lmstudio, lmstudio_hosts)
+    report = Report(config=config, config_source=source, looked_at=backends.where())
     if config_problem is not None:
         report.problems.append(config_problem)
         report.config_failed = True
     else:
         report.problems.extend(_config_problems(config))
         report.config_failed = any(p.severity == "error" for p in report.problems)
-    catalog = ModelCatalog(bridge, config)
+    catalog = ModelCatalog(backends, config)
     try:
-        await _fail_fast(bridge)
+        if len(backends.hosts) == 1:
+            await _fail_fast(backends.hosts[0].bridge)
         await catalog.refresh()
     except BackendUnavailable as exc:
-        if bridge.host is None:  # never connected
-            problem = Problem(
-                "error", f"LM Studio does not answer at {bridge.where()}.", START_HINT, bridge.last_error or ""
-            )
+        bridge = backends.hosts[0].bridge
+        if len(backends.hosts) > 1 or bridge.host is None:  # never connected
+            detail = "; ".join(b.bridge.last_error or b.error or "" for b in backends.hosts)
+            problem = Problem("error", f"LM Studio does not answer at {backends.where()}.", START_HINT, detail)
         else:
             problem = Problem("error", f"LM Studio answered but failed: {exc.message}", START_HINT)
         report.problems.append(problem)
         report.host = None
     else:
-        report.host = bridge.host
+        answering = [b for b in backends.hosts if not b.down]
+        report.host = answering[0].bridge.host
         report.loaded, report.downloaded, report.listing = catalog.loaded, catalog.downloaded, catalog.listing()
         report.problems.extend(_model_problems(report))
+        for b in backends.hosts:
+            if b.down:
+                report.problems.append(
+                    Problem(
+                        "warning",
+                        f"LM Studio host {b.name} does not answer: requests go to the other hosts meanwhile.",
+                        f"Start LM Studio's server on {b.name}, or remove it from lmstudio.hosts.",
+                        b.error or "",
+                    )
+                )
     finally:
-        await bridge.aclose()
+        await backends.aclose()
+    if len(backends.hosts) > 1:
+        report.hosts = [b.status() for b in backends.hosts]
+        report.connected = {b.name: b.bridge.host for b in backends.hosts}
     return report
 
 
@@ -253,10 +307,23 @@ def print_report(report: Report, out: TextIO) -> None:
     simulator = "; the built-in simulator" if report.simulated else ""
     status = f"answers (connected to {report.host}{simulator})" if report.reachable else "does not answer"
     not_loaded = [m for m in report.downloaded if not any(m["key"] == lm["key"] for lm in report.loaded)]
-    lines = [
-        f"config:      {report.config_source}",
-        f"LM Studio:   {report.looked_at} — {status}",
-    ]
+    lines = [f"config:      {report.config_source}"]
+    if report.hosts:  # several hosts: one line each
+        answering = sum(h["state"] != "down" for h in report.hosts)
+        lines.append(f"LM Studio:   {len(report.hosts)} hosts, {answering} answer{'s' if answering == 1 else ''}")
+        for h in report.hosts:
+            if h["state"] == "down":
+                lines.append(f"  {h['host']} — does not answer")
+            else:
+                connected = report.connected.get(h["host"]) or h["host"]
+                loaded = ", ".join(h["loaded_models"]) or "none"
+                downloaded = ", ".join(m for m in h["downloaded_models"] if m not in h["loaded_models"]) or "none"
+                lines.append(
+                    f"  {h['host']} — answers (connected to {connected}{simulator}); loaded: {loaded}; "
+                    f"downloaded: {downloaded}"
+                )
+    else:
+        lines.append(f"LM Studio:   {report.looked_at} — {status}")
     if report.reachable:
         lines.append(f"loaded:      {_models_line(report.loaded, 'identifier')}")
         lines.append(f"downloaded:  {_models_line(not_loaded, 'key')}")
@@ -309,11 +376,12 @@ def _report(args: argparse.Namespace) -> Report:
         return asyncio.run(inspect(args.config, args.lmstudio))
     from proxy.simulator import Simulator
 
-    simulator = Simulator().start()
+    simulators = Simulator.start_many(args.simulate)
     try:
-        report = asyncio.run(inspect(args.config, simulator.host_port))
+        report = asyncio.run(inspect(args.config, [s.host_port for s in simulators]))
     finally:
-        simulator.stop()
+        for simulator in simulators:
+            simulator.stop()
     report.simulated = True
     return report
 

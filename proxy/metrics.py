@@ -7,6 +7,7 @@ per stream (tokens, time to first token, outcome).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,14 +17,23 @@ from starlette.responses import Response
 
 from proxy.routing import Endpoints, Operation
 
+if TYPE_CHECKING:
+    from proxy.wire.bodies import LMStudioHost
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Live(Collector):
     """Values read at scrape time from the objects that own them (streams, the bridge)."""
 
-    def __init__(self, active: Callable[[], int], errors: Callable[[], int], connects: Callable[[], int]) -> None:
-        self._active, self._errors, self._connects = active, errors, connects
+    def __init__(
+        self,
+        active: Callable[[], int],
+        errors: Callable[[], int],
+        connects: Callable[[], int],
+        hosts: Callable[[], list[LMStudioHost]],
+    ) -> None:
+        self._active, self._errors, self._connects, self._hosts = active, errors, connects, hosts
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("proxy_active_streams", "Predictions streaming now", value=self._active())
@@ -35,6 +45,23 @@ class _Live(Collector):
             "Connections opened to LM Studio (more than 1 means reconnects)",
             value=self._connects(),
         )
+        up = GaugeMetricFamily(
+            "proxy_lmstudio_host_up",
+            "0 while the LM Studio host does not answer (its last contact failed), else 1",
+            labels=["host"],
+        )
+        active = GaugeMetricFamily(
+            "proxy_lmstudio_host_active_streams", "Predictions running on the LM Studio host", labels=["host"]
+        )
+        models = GaugeMetricFamily(
+            "proxy_lmstudio_host_models", "Models the LM Studio host has, as last listed", labels=["host", "state"]
+        )
+        for host in self._hosts():
+            up.add_metric([host["host"]], 0 if host["state"] == "down" else 1)
+            active.add_metric([host["host"]], host["active_streams"])
+            models.add_metric([host["host"], "loaded"], len(host["loaded_models"]))
+            models.add_metric([host["host"], "downloaded"], len(host["downloaded_models"]))
+        yield from (up, active, models)
 
 
 class Metrics:
@@ -67,8 +94,14 @@ class Metrics:
             "proxy_disconnect_cancels", "Predictions stopped because the client went away", registry=self.registry
         )
 
-    def watch(self, active: Callable[[], int], errors: Callable[[], int], connects: Callable[[], int]) -> None:
-        self.registry.register(_Live(active, errors, connects))
+    def watch(
+        self,
+        active: Callable[[], int],
+        errors: Callable[[], int],
+        connects: Callable[[], int],
+        hosts: Callable[[], list[LMStudioHost]] = list,
+    ) -> None:
+        self.registry.register(_Live(active, errors, connects, hosts))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

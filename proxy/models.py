@@ -4,24 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.bridge import Bridge
+from proxy.backends import Backends
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ResourceNotFound
 from proxy.wire.bodies import Model, V5Model
 
 
 class ModelCatalog:
-    """What LM Studio has (loaded and downloaded), refreshed when a name is unknown or on /v1/models."""
+    """What LM Studio has (loaded and downloaded), refreshed when a name is unknown or on /v1/models.
 
-    def __init__(self, bridge: Bridge, config: Config) -> None:
-        self.bridge = bridge
+    With several hosts, the union over the hosts that answer (`backends.Backends`).
+    """
+
+    def __init__(self, backends: Backends, config: Config) -> None:
+        self.backends = backends
         self.aliases = dict(config.models.aliases)
         self.default = config.lmstudio.default_model
-        self.loaded: list[dict[str, Any]] = []
-        self.downloaded: list[dict[str, Any]] = []
+
+    @property
+    def loaded(self) -> list[dict[str, Any]]:
+        return self.backends.loaded()
+
+    @property
+    def downloaded(self) -> list[dict[str, Any]]:
+        return self.backends.downloaded()
 
     async def refresh(self) -> None:
-        self.loaded, self.downloaded = await self.bridge.list_models()
+        await self.backends.refresh()
 
     def _known(self, key: str) -> bool:
         return any(m["identifier"] == key or m["key"] == key for m in self.loaded) or any(
@@ -51,6 +60,12 @@ class ModelCatalog:
         if not self._known(key):
             await self.refresh()
             if not self._known(key):
+                down = self.backends.down_holding(key)
+                if down:
+                    raise BackendUnavailable(
+                        f"Model '{name}' is on LM Studio host(s) that do not answer now: {', '.join(down)}.",
+                        {"model": name, "hosts": down},
+                    )
                 raise ResourceNotFound(
                     f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
                     {"model": name, "available": self.available()},

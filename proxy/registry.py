@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from proxy.bridge import Bridge
+from proxy.backends import Backend, Backends
 from proxy.config import Config
 from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlreadyActive
 from proxy.metrics import Metrics
@@ -40,13 +40,14 @@ class StreamRegistry:
     REMEMBER_CANCELS_SECONDS = 600.0
     REMEMBER_CANCELS = 1024  # at most this many (oldest forgotten first): memory stays flat under churn
 
-    def __init__(self, config: Config, store: Store, bridge: Bridge, metrics: Metrics) -> None:
+    def __init__(self, config: Config, store: Store, backends: Backends, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
         self.store = store
-        self.bridge = bridge
+        self.backends = backends
         self.streams: dict[str, ActiveStream] = {}
         self.settling: set[asyncio.Task[None]] = set()  # pumps of settled streams still draining
+        self._placed: dict[str, Backend] = {}  # the LM Studio host of each running stream, by response id
         self._ended: OrderedDict[str, _Ended] = OrderedDict()  # oldest first
         self.accepting = True
         self._ticker: asyncio.Task[None] | None = None
@@ -60,14 +61,19 @@ class StreamRegistry:
         if thread_id in self.streams:
             raise StreamAlreadyActive("A response is already streaming on this thread.", {"thread_id": thread_id})
 
-    def start(self, spec: StreamSpec) -> ActiveStream:
-        """Register and start a stream; call in the same step as `check_free` (no await between)."""
+    def start(self, spec: StreamSpec, backend: Backend | None = None) -> ActiveStream:
+        """Register and start a stream on `backend` (default: the host chosen for its model); call
+        in the same step as `check_free` (no await between)."""
         self.check_free(spec.thread_id)
+        if backend is None:
+            backend = self.backends.choose(spec.model)
         stream = ActiveStream(spec, self)
         self.streams[spec.thread_id] = stream
         self._ended.pop(spec.thread_id, None)
+        self._placed[spec.response_id] = backend
+        self.backends.started(backend)
         loop = asyncio.get_running_loop()
-        stream.task = loop.create_task(stream.run(self.bridge, self.store), name=f"pump-{spec.response_id}")
+        stream.task = loop.create_task(stream.run(backend.bridge, self.store), name=f"pump-{spec.response_id}")
         if self._ticker is None or self._ticker.done():
             self._ticker = loop.create_task(self._heartbeats(), name="heartbeats")
         return stream
@@ -96,6 +102,9 @@ class StreamRegistry:
             # Settled at a stop: its pump still drains LM Studio's final counts (awaited at shutdown).
             self.settling.add(task)
             task.add_done_callback(self.settling.discard)
+        backend = self._placed.pop(stream.spec.response_id, None)
+        if backend is not None:
+            self.backends.ended(backend)
         m = self.metrics
         m.streams.labels(stream.outcome or "unknown").inc()
         m.tokens.inc(usage.output_tokens)

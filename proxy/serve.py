@@ -9,12 +9,13 @@ import signal
 import sys
 import time
 from errno import EADDRINUSE
-from typing import TextIO
+from typing import Any, TextIO
 
 from proxy import config as config_module
 from proxy.app import create_app, stop_streams, uvicorn_config
-from proxy.bridge import Bridge
+from proxy.backends import Backends
 from proxy.config import Config
+from proxy.doctor import host_list, simulator_count, unreachable
 from proxy.errors import ConfigError, ProxyError, StorageUnavailable
 from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
@@ -28,8 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $LMSTUDIO_PROXY_CONFIG)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    parser.add_argument("--lmstudio", metavar="HOST:PORT", help="LM Studio's API host (default: discover)")
-    parser.add_argument("--simulate", action="store_true", help="start the built-in LM Studio simulator and use it")
+    parser.add_argument(
+        "--lmstudio",
+        metavar="HOST:PORT[,…]",
+        type=host_list,
+        help="LM Studio's API host, or several, comma-separated (default: lmstudio.hosts, else discover)",
+    )
+    parser.add_argument(
+        "--simulate",
+        metavar="N",
+        nargs="?",
+        const=1,
+        type=simulator_count,
+        help="start the built-in LM Studio simulator and use it; N simulators: N LM Studio hosts",
+    )
     parser.add_argument(
         "--database", metavar="PATH|URL", help="SQLite file, or postgresql://… URL (default: database.path)"
     )
@@ -129,30 +142,33 @@ class LoadProgress:
             self._drawn = False
 
 
-async def preload(config: Config, lmstudio_host: str | None, model: str, stream: TextIO) -> str:
+async def preload(config: Config, lmstudio_hosts: list[str] | None, model: str, stream: TextIO) -> str:
     """Load `model` (a key or an alias) in LM Studio, showing progress; return its key.
 
-    Runs on its own short-lived Bridge (and event loop): the app's Bridge must live on
-    uvicorn's loop. The model stays loaded in LM Studio after this Bridge closes.
+    With several hosts, on the host a request for it would go to (where it is loaded, else
+    downloaded). Runs on its own short-lived Bridges (and event loop): the app's must live on
+    uvicorn's loop. The model stays loaded in LM Studio after these close.
     """
-    bridge = Bridge(config.lmstudio, host=lmstudio_host)
+    backends = Backends(config.lmstudio, lmstudio_hosts)
     progress = LoadProgress(model, stream)
     try:
-        catalog = ModelCatalog(bridge, config)
+        catalog = ModelCatalog(backends, config)
         key = await catalog.resolve(model)
-        if any(key in (m["identifier"], m["key"]) for m in catalog.loaded):
+        backend = backends.choose(key)
+        if any(key in (m["identifier"], m["key"]) for m in backend.loaded):
             log.info("model '%s' is already loaded", key)
             return key
-        log.info("loading model '%s'", key)
+        where = f" on {backend.name}" if len(backends.hosts) > 1 else ""
+        log.info("loading model '%s'%s", key, where)
         started = time.monotonic()
         try:
-            await bridge.load(key, progress)
+            await backend.bridge.load(key, progress)
         finally:
             progress.finish()
         log.info("loaded model '%s' in %.1f s", key, time.monotonic() - started)
         return key
     finally:
-        await bridge.aclose()
+        await backends.aclose()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -166,13 +182,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     config = effective_config(args)
     setup_logging(config.logging.level)
-    simulator = None
-    lmstudio_host = args.lmstudio
+    simulators: list[Any] = []
+    lmstudio_host: list[str] | None = args.lmstudio
     if args.simulate:
         from proxy.simulator import Simulator
 
-        simulator = Simulator(tokens_per_second=30.0).start()
-        lmstudio_host = simulator.host_port
+        simulators = Simulator.start_many(args.simulate, tokens_per_second=30.0)
+        lmstudio_host = [simulator.host_port for simulator in simulators]
     try:
         if args.preload:
             try:
@@ -198,12 +214,12 @@ def run(args: argparse.Namespace) -> int:
         server_config = uvicorn_config(app, config, int(config.cancel.drain_timeout_seconds) + 2)
         proxy = app.state.proxy
         auth = f"{len(config.auth.api_keys)} key(s)" if config.auth.api_keys else "off (any non-empty key)"
-        lm = f"{proxy.bridge.where()}" + (" (built-in simulator)" if simulator else "")
+        lm = proxy.backends.where() + (
+            f" (built-in simulator{'s' if len(simulators) > 1 else ''})" if simulators else ""
+        )
         # Say now, not at the first request, when LM Studio does not answer (about a second when
         # nothing listens); serve anyway: the bridge connects on each request until it answers.
-        from proxy.doctor import unreachable  # here: the doctor is for this one moment only
-
-        problem = None if simulator or args.preload else asyncio.run(unreachable(config.lmstudio, lmstudio_host))
+        problem = None if simulators or args.preload else asyncio.run(unreachable(config.lmstudio, lmstudio_host))
         if problem is not None:
             lm += " (does not answer yet)"
         host, port = sock.getsockname()[:2]
@@ -226,6 +242,6 @@ def run(args: argparse.Namespace) -> int:
         with sock:
             server.run(sockets=[sock])
     finally:
-        if simulator is not None:
+        for simulator in simulators:
             simulator.stop()
     return 0

@@ -13,7 +13,7 @@ from proxy.errors import InsufficientPermissions, ResourceNotFound
 
 if TYPE_CHECKING:
     from proxy.auth import Authenticator
-    from proxy.bridge import Bridge
+    from proxy.backends import Backends
     from proxy.config import Config
     from proxy.metrics import Metrics
     from proxy.models import ModelCatalog
@@ -31,7 +31,7 @@ class Proxy:
 
     config: Config
     store: Store
-    bridge: Bridge
+    backends: Backends  # the LM Studio hosts
     registry: StreamRegistry
     catalog: ModelCatalog
     auth: Authenticator

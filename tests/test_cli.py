@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from proxy import doctor
@@ -190,9 +192,9 @@ def test_check_discovery_fails_fast_when_connects_hang(
 
 async def test_unreachable(simulator: Simulator, free_port: Callable[[], int]) -> None:
     # What `serve` would print at start-up when LM Studio does not answer.
-    assert await doctor.unreachable(LMStudioConfig(), simulator.host_port) is None
+    assert await doctor.unreachable(LMStudioConfig(), [simulator.host_port]) is None
     host = f"127.0.0.1:{free_port()}"
-    problem = await doctor.unreachable(LMStudioConfig(), host)
+    problem = await doctor.unreachable(LMStudioConfig(), [host])
     assert problem is not None
     assert problem.message == f"LM Studio does not answer at {host}."
     assert "lmstudio-proxy serve --simulate" in problem.fix
@@ -349,3 +351,60 @@ def test_serve_on_an_unreachable_postgresql_is_one_line(simulator: Simulator, fr
         f"lmstudio-proxy: cannot use the database postgresql://proxy:***@127.0.0.1:{nothing}/threads"
     )
     assert "s3cret" not in done.stderr and "listening on" not in done.stdout
+
+
+def test_check_several_hosts_one_down(
+    simulator_factory: Callable[..., Simulator], free_port: Callable[[], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = simulator_factory(models=["on-a"])
+    b = simulator_factory(models=["on-b:downloaded"])
+    dead = f"127.0.0.1:{free_port()}"
+    code = main(["check", "--lmstudio", f"{a.host_port},{b.host_port},{dead}"])
+    out = capsys.readouterr().out
+    assert code == 0, out  # the proxy works: the hosts that answer have models
+    assert "LM Studio:   3 hosts, 2 answer\n" in out
+    assert f"  {a.host_port} — answers (connected to {a.host_port}); loaded: on-a; downloaded: none" in out
+    assert f"  {b.host_port} — answers (connected to {b.host_port}); loaded: none; downloaded: on-b" in out
+    assert f"  {dead} — does not answer" in out
+    assert f"warning: LM Studio host {dead} does not answer" in out
+    assert "loaded:      on-a (" in out and "downloaded:  on-b (" in out  # the union
+
+
+def test_check_simulate_two(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--simulate", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "LM Studio:   2 hosts, 2 answer" in out and out.count("; the built-in simulator)") == 2, out
+
+
+@pytest.mark.parametrize("value", ["0", "x", "17"])
+def test_simulate_count_is_checked(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--simulate", value])
+    assert "the number of simulators must be 1 to 16" in capsys.readouterr().err
+
+
+def test_serve_simulate_two(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    port = free_port()
+    command = serve_command("--simulate", "2", "--port", str(port), "--database", str(tmp_path / "p.sqlite3"))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = "".join(proc.stdout.readline() for _ in range(2))
+            assert "listening on" in banner and "(built-in simulators)" in banner, banner
+            lm_line = banner.splitlines()[1]
+            assert lm_line.count("127.0.0.1:") == 2, lm_line
+
+            deadline = time.monotonic() + TIMEOUT
+            while True:  # polls until uvicorn answers (it binds right after the banner)
+                try:
+                    body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the proxy never answered"
+            hosts = body["lmstudio"]["hosts"]
+            assert len(hosts) == 2 and all(h["state"] == "up" for h in hosts), hosts
+            assert len({h["host"] for h in hosts}) == 2
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0

@@ -157,6 +157,19 @@ class Simulator:
         self._threaded.start("the LM Studio simulator")
         return self
 
+    @classmethod
+    def start_many(cls, count: int, **options: Any) -> list[Simulator]:
+        """`count` simulators, each on a free port (several LM Studio hosts); stop each when done."""
+        started: list[Simulator] = []
+        try:
+            for _ in range(count):
+                started.append(cls(**options).start())
+        except BaseException:
+            for simulator in started:
+                simulator.stop()
+            raise
+        return started
+
     def stop(self) -> None:
         """Close every websocket and the listener; join the thread."""
         if self._threaded is not None:

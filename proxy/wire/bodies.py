@@ -247,12 +247,27 @@ class ReasoningLevels(TypedDict):
     reasoning_levels: list[ReasoningLevelInfo]
 
 
+class LMStudioHost(TypedDict):
+    """One configured LM Studio host (`lmstudio.hosts`), as the proxy last saw it."""
+
+    host: Annotated[str, Field(description="The host as configured (or where the proxy looks for it)")]
+    state: Annotated[
+        Literal["up", "down", "unknown"],
+        Field(description="down: its last contact failed; it is skipped while another host has the model"),
+    ]
+    active_streams: int
+    loaded_models: list[str]
+    downloaded_models: list[str]
+    error: NotRequired[str]
+
+
 class LMStudioHealth(TypedDict):
-    reachable: bool
+    reachable: Annotated[bool, Field(description="Whether at least one LM Studio host answers")]
     host: NotRequired[str | None]
     looked_at: Annotated[str, Field(description="Where the proxy looks for LM Studio, in words")]
     loaded_models: NotRequired[list[str]]
     error: NotRequired[str]
+    hosts: NotRequired[list[LMStudioHost]]
 
 
 class Health(TypedDict):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from mcp_server import McpTestServer
-from support import Harness, ProxyProcess, make_config
+from support import CATALOGUES, Harness, ProxyProcess, make_config
 
 from proxy.background import BackgroundServer
 from proxy.config import Config
@@ -41,6 +41,14 @@ def make_harness(tmp_path: Path, simulator_factory: Callable[..., Simulator]) ->
             close()
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def simulator_pair(simulator_factory: Callable[..., Simulator]) -> tuple[Simulator, Simulator]:
+    """Two simulators on their own loopback ports with different catalogues (`support.CATALOGUES`),
+    at 40 tokens/s: long answers run long enough to be watched, cancelled or cut off."""
+    a, b = (simulator_factory(models=models, tokens_per_second=40.0) for models in CATALOGUES)
+    return a, b
 
 
 @pytest.fixture

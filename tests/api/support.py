@@ -19,6 +19,10 @@ from proxy.background import BackgroundServer
 from proxy.config import Config
 from proxy.simulator import Simulator
 
+#: Two LM Studio hosts' catalogues (the `simulator_pair` fixture): `shared` is loaded on A and only
+#: downloaded on B; `both` is loaded on both; `only-a` and `only-b` are on one each.
+CATALOGUES = (["shared", "both", "only-a"], ["shared:downloaded", "both", "only-b"])
+
 KEY = "test-key-one"
 OTHER_KEY = "test-key-two"
 

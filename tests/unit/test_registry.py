@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxy.bridge import Bridge
+from proxy.backends import Backends
 from proxy.config import Config
 from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
@@ -23,7 +23,7 @@ def _spec(i: int) -> StreamSpec:
 async def test_cancelled_streams_are_remembered_within_a_bound(tmp_path: Path) -> None:
     config = Config()
     store = Store(tmp_path / "db.sqlite3")
-    registry = StreamRegistry(config, store, Bridge(config.lmstudio), Metrics())
+    registry = StreamRegistry(config, store, Backends(config.lmstudio), Metrics())
     try:
         for i in range(3 * StreamRegistry.REMEMBER_CANCELS):
             stream = ActiveStream(_spec(i), registry)
