@@ -121,6 +121,8 @@ class Clients:
                         if sample.first_token is None:
                             sample.first_token = time.perf_counter()
                         sample.deltas += 1
+                        if sample.text is not None:
+                            sample.text.append(str(event.get("delta", "")))
                         if changed is not None:
                             changed.set()
                         if close_when is not None and close_when(sample):
