@@ -97,7 +97,7 @@ async def _measure(
         cancel_figures = await cancel(c, args.repeat)
         disconnect_figures = await disconnect(c, args.repeat) if sim_url else None
         # Needs the simulator's pace control: a real LM Studio would run 256 predictions at its own speed.
-        saturation_figures = await saturation(c, args.saturation) if sim_url and args.saturation else None
+        saturation_figures = await saturation(c, proxy_url, args.saturation) if sim_url and args.saturation else None
         return {
             "setup": {
                 "lmstudio": "simulator at full speed" if sim_url else lm_host,

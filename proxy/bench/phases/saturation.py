@@ -7,18 +7,26 @@ other); the rest keep streaming until the last cancel is answered, then disconne
 cancelled stream: how long the cancel took to be answered and to reach LM Studio, and whether the
 store holds what the cancel's body promised (quick_edit: the thread is gone; keep_partial: the user
 message and exactly the text the client saw, marked cancelled).
+
+The cancels are sent from worker threads with blocking `http.client` connections, not from this
+event loop: reading 256 streams saturates this loop too, and its lag would be counted as the
+proxy's (a thread waiting on its socket gets the GIL back within the 5 ms switch interval).
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.bench.clients import Clients
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import (
+    API_KEY,
     DELTAS_BEFORE_STOP,
     LONG_TOKENS,
     SATURATION_CANCEL_SPACING,
@@ -39,7 +47,7 @@ class _Cancel:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-async def saturation(c: Clients, count: int) -> dict[str, Any]:
+async def saturation(c: Clients, proxy_url: str, count: int) -> dict[str, Any]:
     """`count` streams at SATURATION_TOKENS_PER_SECOND each, a quarter of them cancelled."""
     cancels = [_Cancel(i) for i in range(0, count, 4)]
     c.say(f"saturation: {count} streams at {SATURATION_TOKENS_PER_SECOND:g} tokens/s, {len(cancels)} cancels")
@@ -55,14 +63,18 @@ async def saturation(c: Clients, count: int) -> dict[str, Any]:
                 tasks.append(asyncio.create_task(c.proxy(prompt, None, sample, changed, lambda _: release.is_set())))
             await until(lambda: all(s.deltas >= DELTAS_BEFORE_STOP for s in samples), changed, tasks, "deltas on all")
             started = time.perf_counter()
-            senders = []
-            for n, one in enumerate(cancels):
-                # Paced, not synchronised: a cancel goes out every SATURATION_CANCEL_SPACING seconds.
-                await asyncio.sleep(max(0.0, started + n * SATURATION_CANCEL_SPACING - time.perf_counter()))
-                senders.append(asyncio.create_task(_send_cancel(c, samples[one.index].thread_id, one)))
-            async with asyncio.timeout(STEP_TIMEOUT):
-                await asyncio.gather(*senders)
-                await asyncio.gather(*(tasks[one.index] for one in cancels))
+            loop = asyncio.get_running_loop()
+            host, _, port = proxy_url.removeprefix("http://").partition(":")
+            with ThreadPoolExecutor(max_workers=min(len(cancels), 32), thread_name_prefix="bench-cancel") as pool:
+                senders = []
+                for n, one in enumerate(cancels):
+                    # Paced, not synchronised: a cancel goes out every SATURATION_CANCEL_SPACING seconds.
+                    await asyncio.sleep(max(0.0, started + n * SATURATION_CANCEL_SPACING - time.perf_counter()))
+                    thread_id = samples[one.index].thread_id
+                    senders.append(loop.run_in_executor(pool, _send_cancel, host, int(port), thread_id, one))
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await asyncio.gather(*senders)
+                    await asyncio.gather(*(tasks[one.index] for one in cancels))
             release.set()
             async with asyncio.timeout(STEP_TIMEOUT):
                 await asyncio.gather(*tasks)
@@ -83,13 +95,21 @@ async def saturation(c: Clients, count: int) -> dict[str, Any]:
     }
 
 
-async def _send_cancel(c: Clients, thread_id: str, one: _Cancel) -> None:
-    one.wall, sent = time.time(), time.perf_counter()
-    response = await c.http.post(f"/v1/model/response/{thread_id}/cancel")
-    one.answered = time.perf_counter() - sent
-    if response.status_code != 200:
-        raise BenchError(f"a cancel under saturation answered {response.status_code}: {response.text[:300]}")
-    one.body = response.json()
+def _send_cancel(host: str, port: int, thread_id: str, one: _Cancel) -> None:
+    """In a worker thread: one cancel on its own connection, timed there."""
+    connection = http.client.HTTPConnection(host, port, timeout=STEP_TIMEOUT)
+    try:
+        connection.connect()  # before the clock starts: a browser's connection is open already
+        one.wall, sent = time.time(), time.perf_counter()
+        connection.request("POST", f"/v1/model/response/{thread_id}/cancel", headers={"X-API-Key": API_KEY})
+        response = connection.getresponse()
+        text = response.read()
+        one.answered = time.perf_counter() - sent
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise BenchError(f"a cancel under saturation answered {response.status}: {text[:300]!r}")
+    one.body = json.loads(text)
 
 
 async def _to_lmstudio(c: Clients, cancels: list[_Cancel]) -> list[float]:
