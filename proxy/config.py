@@ -75,7 +75,7 @@ class AuthConfig:
 class CancelConfig:
     __pydantic_config__ = _STRICT
     quick_edit_seconds: Annotated[float, Field(ge=0)] = 5.0
-    drain_timeout_seconds: Seconds = 5.0
+    drain_timeout_seconds: Seconds = 0.5  # short: see config.example.toml
 
 
 @dataclass(frozen=True)

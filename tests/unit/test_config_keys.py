@@ -75,7 +75,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.server.keep_alive_seconds == 75
     assert config.lmstudio.host == "" and config.lmstudio.default_model == ""
     assert config.models.aliases == {} and config.auth.api_keys == [] and config.cors.allow_origins == []
-    assert config.cancel.quick_edit_seconds == 5.0 and config.cancel.drain_timeout_seconds == 5.0
+    assert config.cancel.quick_edit_seconds == 5.0 and config.cancel.drain_timeout_seconds == 0.5
     assert config.streaming.heartbeat_seconds == 15.0 and config.limits.max_body_bytes == 1_048_576
     assert config.logging.level == "info" and config.database.path == ""
 
