@@ -32,15 +32,19 @@ class RawClient:
 
     async def get(self, path: str) -> float:
         """Seconds for a GET whose answer has a Content-Length (a small JSON endpoint)."""
-        reader, writer = await self._connection()
         started = time.perf_counter()
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await self.request("GET", path)
         return time.perf_counter() - started
+
+    async def request(self, method: str, path: str) -> tuple[int, bytes]:
+        """Status and body of a request without a body whose answer has a Content-Length."""
+        reader, writer = await self._connection()
+        head_line = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+        writer.write((head_line + ("Content-Length: 0\r\n" if method == "POST" else "") + "\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        return int(lines[0].split(b" ")[1]), await reader.readexactly(length)
 
     async def ttft(self, body: dict[str, Any]) -> float:
         """Seconds from sending the request to the first content delta; reads the stream to its end."""

@@ -99,7 +99,10 @@ def _relay(relay: list[dict[str, Any]], tokens: int, ok: dict[str, bool]) -> lis
 
 def _stops(c: dict[str, Any], disconnect: dict[str, Any] | None, ok: dict[str, bool]) -> list[str]:
     pace = " at 200 tokens/s" if disconnect is not None else " as LM Studio runs"
-    out = [f"Cancel and disconnect latency (ms, from the client's action; generation{pace})"]
+    out = [
+        f"Cancel and disconnect latency (ms, from the client's action; generation{pace}; the cancel is sent "
+        "with the minimal HTTP client)"
+    ]
     rows = []
     if c["to_lmstudio"] is not None:
         v = c["to_lmstudio"]
