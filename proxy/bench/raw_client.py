@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import API_KEY
+
+_COMPLETED_TOKENS = re.compile(rb'"event":"response\.completed".*"output_tokens":(\d+)')
 
 
 class RawClient:
@@ -67,6 +70,28 @@ class RawClient:
         if first is None:
             raise BenchError(f"no content delta in the stream: {buffer[-300:]!r}")
         return first - started
+
+    async def stream(self, body: dict[str, Any]) -> int:
+        """Read one SSE stream to its end without parsing the frames; its `response.completed` output_tokens."""
+        reader, writer = await self._connection()
+        payload = json.dumps(body).encode()
+        writer.write(
+            (
+                f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            + payload
+        )
+        tail = b""
+        while not (tail.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in tail):  # chunked body's end
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise BenchError("the proxy closed the connection")
+            tail = (tail + chunk)[-4096:]  # the terminal event and [DONE] come in the last write
+        found = _COMPLETED_TOKENS.search(tail)
+        if found is None:
+            raise BenchError(f"the stream did not end with response.completed: {tail[-300:]!r}")
+        return int(found.group(1))
 
     async def aclose(self) -> None:
         if self._writer is not None:
