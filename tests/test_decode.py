@@ -1,4 +1,4 @@
-"""`wire.decode.decode_body` calls the model's validator directly: the same result as `model_validate_json`."""
+"""Request decoding made faster gives the same results: the validator called directly, `content` left_to_right."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pydantic
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import Field
 
 from proxy.errors import InvalidRequest, ValidationError
 from proxy.wire import decode
 from proxy.wire.decode import decode_body
-from proxy.wire.requests import CreateResponseRequest, ThreadCreate
+from proxy.wire.requests import Content, CreateResponseRequest, InputMessage, ThreadCreate
 
 BLANKS = st.text(" \t\n\r\x0b\x0c", max_size=3).map(str.encode)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(-3, 3), st.text(max_size=8))
@@ -88,3 +89,32 @@ def test_a_blank_body_is_not_an_object(body: bytes) -> None:
 def test_leading_whitespace_before_the_object_is_fine() -> None:
     req = decode_body(CreateResponseRequest, b' \n {"inputs": [{"content": "hi"}]}')
     assert req.inputs[0].content == "hi"
+
+
+class SmartUnion(InputMessage):
+    """InputMessage with pydantic's default (smart) union for `content`, as it was."""
+
+    content: Content | None = Field(None)
+
+
+JSON = st.recursive(
+    SCALARS | st.sampled_from(["text", "input_text", "image", "file"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["type", "text", "x"]), inner),
+    max_leaves=6,
+)
+
+
+def _message(model: type[InputMessage], body: bytes) -> Any:
+    try:
+        return ("ok", model.model_validate_json(body).model_dump())
+    except pydantic.ValidationError as exc:
+        return ("invalid", exc.errors(include_url=False))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(JSON)
+@example([{"type": "text"}])
+@example(["a", {"text": 3}])
+def test_content_left_to_right_is_smart_mode(content: Any) -> None:
+    body = json.dumps({"role": "user", "content": content}).encode()
+    assert _message(InputMessage, body) == _message(SmartUnion, body)
