@@ -55,17 +55,12 @@ class Outbox:
                 item[TEXT_EVENTS[item["event"]]] = "".join(pending)
         return items
 
-    @staticmethod
-    def merge(first: list[dict[str, Any]], then: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Two batches in order, the text events where they meet joined into one."""
-        if first and then and first[-1]["event"] == then[0]["event"] in TEXT_EVENTS:
-            key = TEXT_EVENTS[then[0]["event"]]
-            first[-1] = {**first[-1], key: first[-1][key] + then[0][key]}
-            then = then[1:]
-        return first + then
+    async def wait(self) -> None:
+        """Until something is pending or the outbox is closed (takes nothing: the writer may let more gather)."""
+        if not self._items and not self.closed:
+            await self._ready.wait()
 
     async def take(self) -> list[dict[str, Any]]:
         """Everything pending, waiting for something if need be; [] once closed and empty."""
-        if not self._items and not self.closed:
-            await self._ready.wait()
+        await self.wait()
         return self.take_nowait()

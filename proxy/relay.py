@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Receive, Scope, Send
 
 from proxy import sse
-from proxy.outbox import TEXT_EVENTS, Outbox
+from proxy.outbox import TEXT_EVENTS
 
 if TYPE_CHECKING:
     from proxy.streams import ActiveStream
@@ -50,19 +50,20 @@ class EventStream:
         loop = asyncio.get_running_loop()
         last_write = 0.0
         while True:
-            batch = await outbox.take()
-            if not batch:
-                break  # closed, and everything was written
+            await outbox.wait()
             since = loop.time() - last_write  # since the last write of text (the first never waits)
             interval = stream.registry.write_interval
             if since < interval and not outbox.closed:
                 # Tokens are arriving faster than one write per interval: let a few more
                 # gather so they share one socket write (real LM Studio speeds never wait here).
+                # Nothing is taken before the wait: what arrives meanwhile joins the same events.
                 await asyncio.sleep(interval - since)
-                batch = Outbox.merge(batch, outbox.take_nowait())
+            batch = outbox.take_nowait()
+            if not batch:
+                break  # closed, and everything was written
+            metrics.relay.observe(time.perf_counter() - outbox.pending_since)
             if batch[0]["event"] in TEXT_EVENTS:
                 last_write = loop.time()
-            metrics.relay.observe(time.perf_counter() - outbox.pending_since)
             stream.last_sent = loop.time()
             chunk = sse.frames(batch)
             if outbox.closed and outbox.empty:

@@ -191,10 +191,10 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._enter_wal()
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.execute("PRAGMA busy_timeout=5000")
             self.migrate()
         except sqlite3.Error as exc:
             with contextlib.suppress(AttributeError, sqlite3.Error):
@@ -221,6 +221,19 @@ class Store:
             raise StorageUnavailable(
                 f"cannot use the database {self.path}: {engines.one_line(exc)}; {_what_to_do(self.path)}"
             ) from exc
+
+    def _enter_wal(self) -> None:
+        """WAL mode. Two processes opening a new file at once can both want to switch it, and
+        SQLite answers "locked" at once for that (no busy wait): the loser tries again."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # start-up only, before the store serves anything
 
     def _preflight(self) -> None:
         """Refuse, before SQLite maps anything, a database it could not write (see the module docstring)."""

@@ -23,7 +23,7 @@ MICRO_FIGURES = (
     "SSE frame encode (µs)",
     "import proxy.cli above interpreter start (s)",
 )
-SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3"]
+SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3", "--saturation", "8"]
 
 
 def _run(argv: list[str]) -> int:
@@ -77,7 +77,10 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "warm-up:",
         "direct CPU µs/tok",
         "own µs/tok",
+        "client µs/tok",
         "direct client CPU/token",
+        "Saturation (8 streams at 40 tokens/s each; 2 of them cancelled",
+        "store matches the cancel's body: 2 of 2 cancelled streams ✓",
         "proxy's own share",
         "Micro-benchmarks",
         "request parse: wire.decode_create",
@@ -108,7 +111,11 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     for key in ("to_lmstudio", "answered", "cancelled_event"):
         assert report["cancel"][key]["samples"] == 3
     assert report["disconnect"]["to_lmstudio"]["samples"] == 3
-    assert relay["direct"]["client_cpu_us_per_token"] > 0
+    assert relay["direct"]["client_cpu_us_per_token"] > 0 and relay["proxy"]["client_cpu_us_per_token"] > 0
+    saturation = report["saturation"]
+    assert saturation["streams"] == 8 and saturation["cancels"] == 2 == saturation["store_matches"]
+    assert saturation["answered"]["samples"] == saturation["to_lmstudio"]["samples"] == 2
+    assert saturation["mismatches"] == []
     assert relay["proxy_own_cpu_us_per_token"] == round(
         relay["proxy_cpu_us_per_token"] - relay["direct"]["client_cpu_us_per_token"], 2
     )
@@ -128,6 +135,8 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
         "TTFT overhead p99 (ms)",
         "RSS per active stream (KB)",
         "proxy's own CPU per token (µs)",
+        "saturation: cancel answered p99 (ms)",
+        "saturation: store matches every cancel",
         *MICRO_FIGURES,
     }
     assert all(isinstance(c["ok"], bool) for c in report["checks"])

@@ -20,7 +20,7 @@ Design decisions (read why before changing them):
 
 Modules: `options` (flags), `runner` (processes and phases → report), `processes` (children),
 `clients` (one stream each way), `raw_client` (HTTP without httpx), `streams` (samples, waits),
-`phases/` (warmup, memory, ttft, relay, stops), `micro`, `stats`, `checks` (targets), `report` (tables).
+`phases/` (warmup, memory, ttft, relay, stops, saturation), `micro`, `stats`, `checks` (targets), `report` (tables).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bench's clients: one stream direct (lmstudio SDK) or through the proxy (httpx), and batches.
+"""The bench's clients: one stream direct (lmstudio SDK) or through the proxy (httpx or minimal), and batches.
 
 They also reset the simulator's and the proxy's state between measurements. This and the bridge
 are the only modules that import `lmstudio`: measuring the SDK without the proxy is the bench's point.
@@ -17,10 +17,11 @@ import httpx
 import lmstudio
 
 from proxy.bench.errors import BenchError
+from proxy.bench.raw_client import RawClient
 from proxy.bench.settings import API_KEY, PHASE_TIMEOUT, SIMULATED_MODEL, STEP_TIMEOUT
 from proxy.bench.streams import TERMINAL_EVENTS, Sample, owned_tasks, sse_events
 
-Side = Literal["direct", "proxy"]
+Side = Literal["direct", "proxy", "raw"]  # raw: through the proxy with the minimal HTTP client
 
 
 class Clients:
@@ -41,6 +42,8 @@ class Clients:
         self.log = log
         self.began = time.perf_counter()
         self.run_id = uuid.uuid4().hex[:8]  # makes every prompt unique, to find its simulator record
+        self.proxy_url = str(http.base_url).rstrip("/")
+        self._raw: list[RawClient] = []  # idle minimal clients, each with its open connection
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -65,7 +68,12 @@ class Clients:
                 if not loaded:
                     raise BenchError("LM Studio has no model loaded: load one, or name one with --model")
                 key = loaded[0].identifier
-            yield cls(await lm.llm.model(key), key, http, sim, log)
+            clients = cls(await lm.llm.model(key), key, http, sim, log)
+            try:
+                yield clients
+            finally:
+                for raw in clients._raw:
+                    await raw.aclose()
 
     def say(self, text: str) -> None:
         print(f"bench: [{time.perf_counter() - self.began:6.1f} s] {text}", file=self.log, flush=True)
@@ -121,6 +129,8 @@ class Clients:
                         if sample.first_token is None:
                             sample.first_token = time.perf_counter()
                         sample.deltas += 1
+                        if sample.text is not None:
+                            sample.text.append(str(event.get("delta", "")))
                         if changed is not None:
                             changed.set()
                         if close_when is not None and close_when(sample):
@@ -137,12 +147,31 @@ class Clients:
         sample.ended = time.perf_counter()
         return sample
 
+    async def raw(self, prompt: str, tokens: int) -> Sample:
+        """One stream through the proxy with the minimal client: read to its end, frames not parsed."""
+        client = self._raw.pop() if self._raw else RawClient(self.proxy_url)
+        sample = Sample(started=time.perf_counter())
+        body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": self.model_key}
+        try:
+            sample.tokens = await client.stream({**body, "max_tokens": tokens})
+        except BaseException:
+            await client.aclose()
+            raise
+        self._raw.append(client)
+        sample.ended = time.perf_counter()
+        return sample
+
     async def batch(self, side: Side, count: int, tokens: int, tag: str) -> list[Sample]:
         """`count` concurrent streams of `tokens` tokens, all to their end."""
         async with owned_tasks() as tasks:
             for i in range(count):
                 prompt = self.prompt(f"{tag} {i}", tokens)
-                coro = self.direct(prompt, tokens) if side == "direct" else self.proxy(prompt, tokens)
+                if side == "direct":
+                    coro = self.direct(prompt, tokens)
+                elif side == "raw":
+                    coro = self.raw(prompt, tokens)
+                else:
+                    coro = self.proxy(prompt, tokens)
                 tasks.append(asyncio.create_task(coro))
             async with asyncio.timeout(PHASE_TIMEOUT):
                 return list(await asyncio.gather(*tasks))

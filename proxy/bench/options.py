@@ -7,6 +7,17 @@ import argparse
 DEFAULT_STREAMS = (1, 8, 32, 128)
 DEFAULT_TOKENS = 500  # per stream, in the throughput runs
 DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
+DEFAULT_SATURATION = 256  # streams in the saturation phase
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def stream_counts(text: str) -> tuple[int, ...]:
@@ -55,6 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive,
         default=DEFAULT_REPEAT,
         help="samples for TTFT (each side), cancel and disconnect (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--saturation",
+        type=count,
+        default=DEFAULT_SATURATION,
+        metavar="N",
+        help="streams in the saturation phase (simulator only; each at 40 tokens/s, a quarter cancelled; "
+        "0 skips it; default: %(default)s)",
     )
     parser.add_argument(
         "--model", metavar="KEY", help="model key (default: simulated-llm, or LM Studio's first loaded)"

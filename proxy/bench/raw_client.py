@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from typing import Any
 
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import API_KEY
+
+_COMPLETED_TOKENS = re.compile(rb'"event":"response\.completed".*"output_tokens":(\d+)')
 
 
 class RawClient:
@@ -32,15 +35,19 @@ class RawClient:
 
     async def get(self, path: str) -> float:
         """Seconds for a GET whose answer has a Content-Length (a small JSON endpoint)."""
-        reader, writer = await self._connection()
         started = time.perf_counter()
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        )
-        await reader.readexactly(length)
+        await self.request("GET", path)
         return time.perf_counter() - started
+
+    async def request(self, method: str, path: str) -> tuple[int, bytes]:
+        """Status and body of a request without a body whose answer has a Content-Length."""
+        reader, writer = await self._connection()
+        head_line = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+        writer.write((head_line + ("Content-Length: 0\r\n" if method == "POST" else "") + "\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        return int(lines[0].split(b" ")[1]), await reader.readexactly(length)
 
     async def ttft(self, body: dict[str, Any]) -> float:
         """Seconds from sending the request to the first content delta; reads the stream to its end."""
@@ -63,6 +70,28 @@ class RawClient:
         if first is None:
             raise BenchError(f"no content delta in the stream: {buffer[-300:]!r}")
         return first - started
+
+    async def stream(self, body: dict[str, Any]) -> int:
+        """Read one SSE stream to its end without parsing the frames; its `response.completed` output_tokens."""
+        reader, writer = await self._connection()
+        payload = json.dumps(body).encode()
+        writer.write(
+            (
+                f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            + payload
+        )
+        tail = b""
+        while not (tail.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in tail):  # chunked body's end
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise BenchError("the proxy closed the connection")
+            tail = (tail + chunk)[-4096:]  # the terminal event and [DONE] come in the last write
+        found = _COMPLETED_TOKENS.search(tail)
+        if found is None:
+            raise BenchError(f"the stream did not end with response.completed: {tail[-300:]!r}")
+        return int(found.group(1))
 
     async def aclose(self) -> None:
         if self._writer is not None:

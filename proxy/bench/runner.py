@@ -21,6 +21,7 @@ from proxy.bench.clients import Clients
 from proxy.bench.errors import BenchError
 from proxy.bench.phases.memory import memory
 from proxy.bench.phases.relay import relay
+from proxy.bench.phases.saturation import saturation
 from proxy.bench.phases.stops import cancel, disconnect
 from proxy.bench.phases.ttft import ttft
 from proxy.bench.phases.warmup import describe, warm_up
@@ -93,8 +94,10 @@ async def _measure(
         # Stops are timed at a real model's pace: at full speed the simulator outruns any
         # client by seconds of buffered tokens, and a stop would measure that backlog.
         await c.sim_settings(STOP_TOKENS_PER_SECOND)
-        cancel_figures = await cancel(c, args.repeat)
+        cancel_figures = await cancel(c, proxy_url, args.repeat)
         disconnect_figures = await disconnect(c, args.repeat) if sim_url else None
+        # Needs the simulator's pace control: a real LM Studio would run 256 predictions at its own speed.
+        saturation_figures = await saturation(c, proxy_url, args.saturation) if sim_url and args.saturation else None
         return {
             "setup": {
                 "lmstudio": "simulator at full speed" if sim_url else lm_host,
@@ -111,6 +114,7 @@ async def _measure(
             "relay": relay_rows,
             "cancel": cancel_figures,
             "disconnect": disconnect_figures,
+            "saturation": saturation_figures,
             "proxy_process": _proxy_process(relay_rows, memory_figures),
         }
 

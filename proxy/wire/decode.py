@@ -13,6 +13,7 @@ from proxy.wire.requests import CreateResponseRequest, finite, request_errors
 
 M = TypeVar("M", bound=BaseModel)
 _N, _I = ord("N"), ord("I")
+_BLANKS = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
 
 # pydantic's own words for what the whole body got wrong (not one field): a 400, not a 422.
 _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
@@ -69,12 +70,13 @@ def _invalid(exc: pydantic.ValidationError, what: str) -> Exception:
 
 def decode_body(model: type[M], body: bytes, *, empty_is_object: bool = False) -> M:
     """A JSON body into `model`; an empty body is `{}` where the endpoint allows one."""
-    if not body.strip():
+    if not body or (body[0] in _BLANKS and not body.strip()):  # a body starting "{" is not copied
         if not empty_is_object:
             raise InvalidRequest("The request body must be a JSON object.")
         body = b"{}"
     try:
-        decoded = model.model_validate_json(body)
+        # What `model_validate_json(body)` calls, without its Python wrapper (~0.4 µs of 4).
+        decoded: M = model.__pydantic_validator__.validate_json(body)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "request") from None
     # NaN or Infinity in a free-form field (metadata)? Rare, so checked after, and a one-byte scan

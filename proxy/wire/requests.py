@@ -149,7 +149,11 @@ class InputMessage(_Shape):
         None, max_length=MAX_ID, description="role 'tool': the id of the call this is the result of"
     )
     id: str | None = Field(None, description="Ignored: the id of a message the API returned")
-    content: Content | None = Field(None, description="A string, or a list of text blocks (joined with newlines)")
+    # left_to_right: for a string (nearly every request) pydantic stops at the first member; the
+    # result and the errors are the same as smart mode's (tests/test_decode.py).
+    content: Content | None = Field(
+        None, union_mode="left_to_right", description="A string, or a list of text blocks (joined with newlines)"
+    )
     texts: list[LegacyText] | None = Field(None, description="Legacy form of content, used when content is absent")
 
     def text(self) -> str:

@@ -1,4 +1,4 @@
-"""The outbox: consecutive text deltas coalesce, other events keep their order, `take` waits."""
+"""The outbox: consecutive text deltas coalesce, other events keep their order, `wait` and `take` wait."""
 
 from __future__ import annotations
 
@@ -61,24 +61,20 @@ def test_a_delta_after_a_take_starts_a_new_event() -> None:
     assert box.take_nowait() == [delta("b")]
 
 
-def test_merge_joins_text_where_two_batches_meet() -> None:
-    first = [{"event": "response.created"}, delta("ab")]
-    then = [delta("cd"), {"event": "response.completed"}]
-    assert Outbox.merge(first, then) == [{"event": "response.created"}, delta("abcd"), {"event": "response.completed"}]
-    reasoning = Outbox.merge([{"event": REASONING, "content": "x"}], [{"event": REASONING, "content": "y"}])
-    assert reasoning == [{"event": REASONING, "content": "xy"}]
+async def test_wait_takes_nothing_so_later_text_joins_the_same_event() -> None:
+    box = Outbox()
+    box.push(_event({"event": "response.created"}))
+    box.push_text(DELTA, "delta", "ab")
+    await box.wait()
+    box.push_text(DELTA, "delta", "cd")  # arrives while the writer lets text gather
+    assert box.take_nowait() == [{"event": "response.created"}, delta("abcd")]
 
 
-def test_merge_keeps_everything_else_apart() -> None:
-    assert Outbox.merge([delta("a")], [{"event": REASONING, "content": "b"}]) == [
-        delta("a"),
-        {"event": REASONING, "content": "b"},
-    ]
-    beats = Outbox.merge([{"event": "response.heartbeat"}], [{"event": "response.heartbeat"}])
-    assert beats == [{"event": "response.heartbeat"}] * 2
-    assert Outbox.merge([], [delta("a")]) == [delta("a")]
-    assert Outbox.merge([delta("a")], []) == [delta("a")]
-    assert Outbox.merge([], []) == []
+async def test_wait_returns_once_closed() -> None:
+    box = Outbox()
+    box.close()
+    await box.wait()
+    assert box.take_nowait() == [] and box.closed
 
 
 async def _take_when_waiting(box: Outbox) -> asyncio.Task[list[dict[str, Any]]]:

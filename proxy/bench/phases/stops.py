@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from proxy.bench.clients import Clients
 from proxy.bench.errors import BenchError
+from proxy.bench.raw_client import RawClient
 from proxy.bench.settings import DELTAS_BEFORE_STOP, LONG_TOKENS, STEP_TIMEOUT
 from proxy.bench.stats import ms_summary
 from proxy.bench.streams import Sample, owned_tasks, until
@@ -17,9 +18,14 @@ from proxy.bench.streams import Sample, owned_tasks, until
 T = TypeVar("T")
 
 
-async def cancel(c: Clients, repeat: int) -> dict[str, Any]:
+async def cancel(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
+    """The cancel goes out with the minimal HTTP client: httpx's own cost per request would hide the proxy's."""
     c.say(f"cancel: {repeat} samples")
-    samples, error = await _collect(repeat, lambda i: _cancel_one(c, i))
+    client = RawClient(proxy_url)
+    try:
+        samples, error = await _collect(repeat, lambda i: _cancel_one(c, client, i))
+    finally:
+        await client.aclose()
     return {
         "to_lmstudio": ms_summary([s[0] for s in samples]) if c.sim is not None else None,
         "answered": ms_summary([s[1] for s in samples]),
@@ -46,7 +52,7 @@ async def _collect(repeat: int, one: Callable[[int], Awaitable[T]]) -> tuple[lis
     return samples, None
 
 
-async def _cancel_one(c: Clients, i: int) -> tuple[float, float, float]:
+async def _cancel_one(c: Clients, client: RawClient, i: int) -> tuple[float, float, float]:
     """Cancel a long stream after its first deltas: seconds until LM Studio got the cancel (NaN
     without the simulator), until the cancel was answered, until `response.cancelled` arrived."""
     marker = f"bench {c.run_id} cancel {i}"
@@ -55,10 +61,10 @@ async def _cancel_one(c: Clients, i: int) -> tuple[float, float, float]:
         tasks.append(asyncio.create_task(c.proxy(f"{marker} [tokens={LONG_TOKENS}]", None, sample, changed)))
         await until(lambda: sample.deltas >= DELTAS_BEFORE_STOP, changed, tasks, "the first deltas")
         wall, sent = time.time(), time.perf_counter()
-        response = await c.http.post(f"/v1/model/response/{sample.thread_id}/cancel")
+        status, body = await client.request("POST", f"/v1/model/response/{sample.thread_id}/cancel")
         answered = time.perf_counter() - sent
-        if response.status_code != 200:
-            raise BenchError(f"cancel answered {response.status_code}: {response.text[:300]}")
+        if status != 200:
+            raise BenchError(f"cancel answered {status}: {body[:300]!r}")
         async with asyncio.timeout(STEP_TIMEOUT):
             await tasks[0]
     if sample.terminal != "response.cancelled":
