@@ -1054,12 +1054,13 @@ class Store:
     @_guarded
     def register_replica(self, replica_id: str, lease_seconds: float, host: str, pid: int) -> None:
         """Record this process as a replica with a lease; responses it begins from now on are its own."""
+        self.replica_id = replica_id
         clock = self.dialect.clock
         self.db.execute(
-            f"INSERT INTO replicas (id, host, pid, started_at, lease_until) VALUES (?, ?, ?, {clock}, {clock} + ?)",
+            f"INSERT INTO replicas (id, host, pid, started_at, lease_until) VALUES (?, ?, ?, {clock}, {clock} + ?)"
+            " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid",
             (replica_id, host, pid, lease_seconds),
         )
-        self.replica_id = replica_id
 
     @_guarded
     def renew_lease(self, replica_id: str, lease_seconds: float) -> bool:
@@ -1226,8 +1227,9 @@ class Store:
     def claim_outcome(self, response_id: str, reason: str | None, elapsed: float) -> dict[str, Any] | None:
         """The owner is about to decide the outcome: from now on a cancel waits for it instead of
         stopping the response. Returns the stop request and cancel body a cancel stored first."""
+        args: list[Any] = [response_id]
         if reason is None:
-            sql, args = "UPDATE responses SET ending = 1 WHERE id = ?", [response_id]
+            sql = "UPDATE responses SET ending = 1 WHERE id = ?"
         else:
             sql = (
                 "UPDATE responses SET ending = 1, stop_request = COALESCE(stop_request, ?), stop_elapsed ="
