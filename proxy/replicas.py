@@ -51,6 +51,7 @@ from proxy.config import Config
 from proxy.errors import BackendUnavailable, InsufficientPermissions, ResourceNotFound, StorageUnavailable
 from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
+from proxy.spec import StreamSpec
 from proxy.store import ENDED_CHANNEL, STOP_CHANNEL, Store, Usage, new_id
 from proxy.streams import NO_ACTIVE_STREAM, ActiveStream
 from proxy.wire.bodies import ActiveStream as ActiveStreamJson
@@ -146,6 +147,11 @@ class ReplicaRegistry(StreamRegistry):
         self._waiting: dict[str, set[asyncio.Event]] = {}  # response id → cancels waiting for its outcome
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lease_lost = False
+
+    def start(self, spec: StreamSpec) -> ActiveStream:
+        stream = super().start(spec)
+        self._wake.set()  # `run` polls for stop requests while streams run: from now on
+        return stream
 
     # -- what the streams tell the database ----------------------------------------------
 

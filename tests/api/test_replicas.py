@@ -25,7 +25,8 @@ LONG = "Write a long story [tokens=4000]"
 
 def _rows(url: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as db:
-        return db.execute(sql, args).fetchall()
+        cursor = db.execute(sql, args)
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Cluster:
         return {s["thread_id"]: s for s in self.get(replica, "/v1/model/response/active")["data"]}
 
     def listeners(self) -> list[int]:
-        rows = _rows(self.url, "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (LISTEN_APPLICATION,))
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+        rows = _rows(self.url.rsplit("/", 1)[0] + "/postgres", sql, (LISTEN_APPLICATION,))
         return sorted(pid for (pid,) in rows)
 
 
@@ -205,11 +207,17 @@ def test_a_replica_killed_mid_stream_is_recovered_by_another(cluster: Callable[.
     assert roles == ["user", "assistant", "user", "assistant"]
 
 
+def _admin(c: Cluster, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """On the cluster's `postgres` database: works while the test's database refuses connections."""
+    return _rows(c.url.rsplit("/", 1)[0] + "/postgres", sql, args)
+
+
 def _terminate_listeners(c: Cluster) -> list[int]:
     before = c.listeners()
     assert len(before) == len(c.replicas), before
-    sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s"
-    _rows(c.url, sql, (LISTEN_APPLICATION,))
+    _admin(
+        c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (LISTEN_APPLICATION,)
+    )
     return before
 
 
@@ -217,10 +225,19 @@ def test_a_lost_notification_loses_no_cancel(cluster: Callable[..., Cluster]) ->
     c = cluster("[cancel]\nquick_edit_seconds = 0.0\n", n=2)
     reader = c.stream(0, {"inputs": [{"role": "user", "content": LONG}]})
     reader.wait_deltas(1)
-    _terminate_listeners(c)  # the cancel's NOTIFY may reach nobody: polling must find it
-    started = time.monotonic()
-    cancelled = c.post(1, f"/v1/model/response/{reader.thread_id}/cancel")
-    took = time.monotonic() - started
+    # The LISTEN connections are killed and cannot come back (the database takes no new
+    # connections; the replicas' own stay): the cancel's NOTIFY reaches nobody, polling must find it.
+    database = c.url.rsplit("/", 1)[1]
+    _admin(c, f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+    try:
+        _terminate_listeners(c)
+        wait_until(lambda: not _admin(c, "SELECT 1 FROM pg_stat_activity WHERE application_name = %s",
+                                      (LISTEN_APPLICATION,)))  # fmt: skip
+        started = time.monotonic()
+        cancelled = c.post(1, f"/v1/model/response/{reader.thread_id}/cancel")
+        took = time.monotonic() - started
+    finally:
+        _admin(c, f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
     assert cancelled.status_code == 200 and cancelled.json()["cancel_mode"] == "keep_partial", cancelled.text
     assert took < 1.0, took
     assert assert_well_terminated(reader.join())["event"] == "response.cancelled"
