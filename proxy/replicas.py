@@ -67,6 +67,7 @@ class ReplicaStream(ActiveStream):
     """An `ActiveStream` that records on its row what other replicas need: its stops, its tools, its end."""
 
     registry: ReplicaRegistry
+    _tools_noted = False  # the row says a tool the proxy runs has started
 
     async def request_cancel(self, reason: str) -> None:
         if reason != "cancel" and self.stop_reason is None and self.outcome is None:
@@ -74,7 +75,7 @@ class ReplicaStream(ActiveStream):
         await super().request_cancel(reason)
 
     def _checkpoint(self, now: float) -> None:
-        if self.tools_started and not getattr(self, "_tools_noted", False):
+        if self.tools_started and not self._tools_noted:
             self._tools_noted = True
             self.registry.note(lambda store: store.note_tools_ran(self.spec.response_id))
         super()._checkpoint(now)
