@@ -294,11 +294,14 @@ class ReplicaRegistry(StreamRegistry):
         next_beat = loop.time()
         try:
             while True:
-                if loop.time() >= next_beat:
-                    next_beat = loop.time() + beat
-                    self._beat()
-                if self.streams:
-                    await self._stop_requested()
+                try:
+                    if loop.time() >= next_beat:
+                        next_beat = loop.time() + beat
+                        self._beat()
+                    if self.streams:
+                        await self._stop_requested()
+                except Exception:  # a bug: log it, but never stop renewing the lease over it
+                    log.exception("replica %s: looking after the lease and stop requests failed", self.replica_id)
                 wait = min(poll, next_beat - loop.time()) if self.streams else next_beat - loop.time()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(wait, 0.0)):
