@@ -9,10 +9,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
+import pytest
 from support import ProxyProcess, StreamReader, UrlClients, assert_well_terminated, wait_until
 
 from proxy.simulator import Simulator
+
+try:
+    import psycopg
+except ImportError:
+    if os.environ.get("CI"):  # CI installs it: there, a skip would hide a broken install
+        raise
+    pytest.skip("psycopg is not installed (pip install -e '.[dev]' installs it)", allow_module_level=True)
 
 LONG_PROMPT = "Write a long story [tokens=4000]"
 
