@@ -48,7 +48,7 @@ from typing import Any, cast
 
 from proxy.bridge import Bridge
 from proxy.config import Config
-from proxy.errors import BackendUnavailable, InsufficientPermissions, ResourceNotFound, StorageUnavailable
+from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, StorageUnavailable
 from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
 from proxy.spec import StreamSpec
@@ -80,7 +80,7 @@ class ReplicaStream(ActiveStream):
             self.registry.note(lambda store: store.note_tools_ran(self.spec.response_id))
         super()._checkpoint(now)
 
-    def _finish(self, store: Store, usage: Usage, error: Any) -> None:
+    def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
         self.registry.claim(self)
         super()._finish(store, usage, error)
 
@@ -231,7 +231,11 @@ class ReplicaRegistry(StreamRegistry):
                         log.warning("ended %d response(s) of replicas whose lease ran out", len(recovered))
                     continue
                 if loop.time() > deadline:
-                    raise BackendUnavailable("The proxy running this stream did not record its end in time.")
+                    # The stop is stored (a cancel again gets its answer once the end is); its end is not yet.
+                    raise StorageUnavailable(
+                        "The proxy running this stream has not recorded its end in time; cancel again to get "
+                        "the answer once it has."
+                    )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.config.replicas.poll_seconds):
                         await event.wait()
