@@ -136,6 +136,21 @@ def _what_to_do(path: str) -> str:
     return f"fix it, or choose another file with --database or database.path ({path})"
 
 
+def _enable_wal(db: sqlite3.Connection, patience: float = 5.0) -> None:
+    """WAL mode. Processes opening a new file together (replicas starting at once) can have this
+    refused at once, "database is locked", while another one migrates: SQLite calls no busy
+    handler for it. So it is tried again, for as long as the busy timeout would wait."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if fault_code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # a retry's pause (the other process's migrations take milliseconds)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -208,7 +223,7 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
