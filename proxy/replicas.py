@@ -184,7 +184,9 @@ class ReplicaRegistry(StreamRegistry):
     async def cancel(self, thread_id: str, owner: str) -> CancelStreamResponse:
         loop = asyncio.get_running_loop()
         config = self.config
-        deadline = loop.time() + config.cancel.drain_timeout_seconds + config.replicas.lease_seconds + 5
+        # The owner's drain, a tool it may be running (it finishes first), and its lease if it died meanwhile.
+        wait = config.cancel.drain_timeout_seconds + config.tools.call_timeout_seconds + config.replicas.lease_seconds
+        deadline = loop.time() + wait + 5
         while True:
             ticket = self.store.decide_cancel(thread_id, owner, self._decide, self.REMEMBER_CANCELS_SECONDS)
             if ticket.kind == "missing":
@@ -209,7 +211,9 @@ class ReplicaRegistry(StreamRegistry):
         if stream.cancel_body is None and stream.stop_reason in (None, "disconnect"):
             stream.cancel_mode, stream.cancel_body = body["cancel_mode"], body
         await stream.request_cancel("cancel")
-        async with asyncio.timeout(self.config.cancel.drain_timeout_seconds + 5):
+        config = self.config
+        tool_time = config.tools.call_timeout_seconds if stream.running_tool is not None else 0.0  # it finishes first
+        async with asyncio.timeout(config.cancel.drain_timeout_seconds + tool_time + 5):
             await stream.finished.wait()
         if stream.outcome != "cancelled" or stream.cancel_body is None:
             raise ResourceNotFound(NO_ACTIVE_STREAM)
