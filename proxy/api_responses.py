@@ -162,22 +162,7 @@ async def cancel_stream(request: Request) -> Response:
 async def active_streams(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
-    body: bodies.ActiveStreamList = {
-        "object": "list",
-        "data": [
-            {
-                "thread_id": s.thread_id,
-                "response_id": s.spec.response_id,
-                "model": s.spec.model,
-                "elapsed_seconds": round(s.elapsed(), 3),
-                "partial_content_length": s.partial_length(),
-                "cancel_mode_now": s.mode_now(),
-                "stopping": s.stop_reason is not None,
-                "running_tool": s.running_tool,
-            }
-            for s in proxy.registry.for_owner(owner)
-        ],
-    }
+    body: bodies.ActiveStreamList = {"object": "list", "data": proxy.registry.active(owner)}
     return JSONResponse(body)
 
 

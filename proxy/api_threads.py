@@ -34,7 +34,10 @@ ORGANIZATION = "org_local"
 api = Endpoints()
 
 
-def _thread_json(proxy: Proxy, thread: dict[str, Any]) -> bodies.Thread:
+def _thread_json(proxy: Proxy, thread: dict[str, Any], streaming: set[str] | None = None) -> bodies.Thread:
+    """A thread's body; `streaming`: which threads have a running stream, when the caller knows already."""
+    if streaming is None:
+        streaming = proxy.registry.streaming([thread["id"]])
     return {
         "id": thread["id"],
         "object": "thread",
@@ -47,7 +50,7 @@ def _thread_json(proxy: Proxy, thread: dict[str, Any]) -> bodies.Thread:
         "metadata": thread["metadata"],
         "assistant_id": thread["assistant_id"],
         # Derived, not stored: a crash can never leave a thread stuck in "streaming".
-        "status": "streaming" if thread["id"] in proxy.registry.streams else "inactive",
+        "status": "streaming" if thread["id"] in streaming else "inactive",
         "visible_in_ui": thread["visible_in_ui"],
         "last_model_used": thread["last_model_used"],
         "is_pinned": thread["is_pinned"],
@@ -88,7 +91,7 @@ def _owned_thread(request: Request, owner: str) -> dict[str, Any]:
 
 
 def _not_streaming(proxy: Proxy, thread_id: str) -> None:
-    if thread_id in proxy.registry.streams:
+    if proxy.registry.streaming([thread_id]):
         raise StreamAlreadyActive("A response is streaming on this thread; cancel it first.", {"thread_id": thread_id})
 
 
@@ -112,7 +115,8 @@ async def list_threads(request: Request) -> Response:
     page = proxy.store.list_threads(
         owner, limit=q.limit, order=q.order, after=q.after, before=q.before, filters=filters
     )
-    data = [_thread_json(proxy, t) for t in page.rows]
+    streaming = proxy.registry.streaming([t["id"] for t in page.rows])  # one query on PostgreSQL, not one each
+    data = [_thread_json(proxy, t, streaming) for t in page.rows]
     body: bodies.ThreadList = {
         "object": "list",
         "data": data,
@@ -199,7 +203,7 @@ async def delete_all_threads(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     q = decode_query(DeleteThreadsQuery, request.query_params)
-    keep = set(proxy.registry.streams)  # a streaming thread is never deleted under its stream
+    keep = {s["thread_id"] for s in proxy.registry.active(owner)}  # never deleted under its running stream
     deleted = proxy.store.delete_threads(owner, q.organization_id, keep)
     body: bodies.ThreadsDeleted = {"deleted": deleted, "message": f"Deleted {deleted} thread(s)"}
     return JSONResponse(body)

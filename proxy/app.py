@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import api_assistants, api_files, api_meta, api_responses, api_threads, metrics, openapi, playground
+from proxy import api_assistants, api_files, api_meta, api_responses, api_threads, engines, metrics, openapi, playground
 from proxy.auth import Authenticator
 from proxy.backends import Backends
 from proxy.config import Config
@@ -41,6 +41,7 @@ from proxy.files import FileStore, files_directory
 from proxy.hosts import HostGuard
 from proxy.models import ModelCatalog
 from proxy.registry import StreamRegistry
+from proxy.replicas import ReplicaRegistry
 from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 from proxy.state import Proxy, default_database_path
 from proxy.store import Store, now_iso
@@ -272,7 +273,9 @@ def create_app(
     backends = Backends(config.lmstudio, hosts)  # before the store: a config error opens nothing
     store = Store(db_path, max_page_bytes=config.limits.max_page_bytes)
     app_metrics = metrics.Metrics()
-    registry = StreamRegistry(config, store, backends, app_metrics)
+    # PostgreSQL: this process is one replica of possibly several (proxy/replicas.py).
+    replicated = store.dialect is engines.POSTGRES
+    registry = (ReplicaRegistry if replicated else StreamRegistry)(config, store, backends, app_metrics)
     app_metrics.watch(
         lambda: len(registry.streams), lambda: backends.errors, lambda: backends.reconnects, backends.statuses
     )
@@ -283,9 +286,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.loop = asyncio.get_running_loop()
+        loop = app.state.loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if store.open_for_serving():
+            if isinstance(registry, ReplicaRegistry):  # leases, not the servers lock: see proxy/replicas.py
+                tasks.append(loop.create_task(registry.run(), name="replicas"))  # renews (or takes) the lease
+                registry.register()
+            elif store.open_for_serving():
                 interrupted = store.recover_interrupted()
                 if interrupted:
                     log.warning("marked %d response(s) interrupted by an earlier crash", interrupted)
@@ -294,11 +301,8 @@ def create_app(
         except StorageUnavailable as exc:  # serve anyway: each request that needs the store gets the 503
             log.error("cannot recover interrupted responses: %s", exc.message)
         store.reserve_space(config.database.reserve_bytes)
-        loop = asyncio.get_running_loop()
-        tasks = [
-            loop.create_task(_checkpoint_wal(store, store.checkpoint_in_background()), name="wal-checkpoints"),
-            loop.create_task(backends.run(), name="lmstudio-retries"),
-        ]
+        tasks.append(loop.create_task(_checkpoint_wal(store, store.checkpoint_in_background()), name="wal-checkpoints"))
+        tasks.append(loop.create_task(backends.run(), name="lmstudio-retries"))
         try:
             yield
         finally:

@@ -83,6 +83,15 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class ReplicasConfig:
+    """Several proxies on one PostgreSQL database (`proxy/replicas.py`); unused with SQLite."""
+
+    __pydantic_config__ = _STRICT
+    lease_seconds: Annotated[float, Field(ge=1)] = 10.0
+    poll_seconds: Annotated[float, Field(gt=0, le=5)] = 0.25
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     __pydantic_config__ = _STRICT
     api_keys: list[str] = field(default_factory=list)
@@ -147,6 +156,7 @@ class Config:
     lmstudio: LMStudioConfig = field(default_factory=LMStudioConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    replicas: ReplicasConfig = field(default_factory=ReplicasConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     cancel: CancelConfig = field(default_factory=CancelConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)

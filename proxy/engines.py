@@ -53,6 +53,7 @@ log = logging.getLogger("proxy.store")
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 RECONNECT_SECONDS = 1.0
+LISTEN_APPLICATION = "lmstudio-proxy-listen"  # the application_name of each replica's LISTEN connection
 # Bounds on how long a dead server or network can hold the event loop; a URL's own values win.
 CONNECT_DEFAULTS = {
     "connect_timeout": "3",
@@ -95,6 +96,7 @@ class Dialect:
     like: str  # case-insensitive (for ASCII, as SQLite's LIKE) pattern match
     ddl_types: tuple[tuple[str, str], ...] = ()  # regex → replacement, applied to migration DDL
     lock_migrations: str | None = None  # run first in the migrations' transaction
+    clock: str = ""  # the database's clock, in seconds since the epoch (leases, cancel modes across replicas)
 
     def ddl(self, sql: str) -> str:
         for pattern, replacement in self.ddl_types:
@@ -102,7 +104,9 @@ class Dialect:
         return sql
 
 
-SQLITE = Dialect("sqlite", begin="BEGIN IMMEDIATE", like="LIKE")  # IMMEDIATE: takes the write lock at once
+SQLITE = Dialect(  # IMMEDIATE: takes the write lock at once
+    "sqlite", begin="BEGIN IMMEDIATE", like="LIKE", clock="((julianday('now') - 2440587.5) * 86400.0)"
+)
 POSTGRES = Dialect(
     "postgresql",
     begin="BEGIN",
@@ -114,6 +118,8 @@ POSTGRES = Dialect(
     ),
     # Replicas starting together must not both apply a migration; the lock ends with the transaction.
     lock_migrations="SELECT pg_advisory_xact_lock(7358451016830513458)",
+    # clock_timestamp(), not now(): now() is when the transaction began.
+    clock="(EXTRACT(EPOCH FROM clock_timestamp())::float8)",
 )
 SERVERS_LOCK = 7358451016830513459  # the advisory lock each serving proxy holds shared (Store.open_for_serving)
 
@@ -179,6 +185,12 @@ def _without_nul(parameters: Sequence[Any]) -> Sequence[Any]:
     return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in parameters]
 
 
+def unique_violation(exc: BaseException, constraint: str) -> bool:
+    """Whether `exc` is PostgreSQL refusing a row that the unique index `constraint` forbids."""
+    diag = getattr(exc, "diag", None)
+    return getattr(exc, "sqlstate", None) == "23505" and getattr(diag, "constraint_name", None) == constraint
+
+
 def one_line(exc: BaseException) -> str:
     """A driver's message on one line (libpq adds hints on lines of their own)."""
     return " ".join(str(exc).split())
@@ -241,11 +253,25 @@ class PostgresConnection:
             self._worker.shutdown()
             raise
 
-    def _connect(self) -> psycopg.Connection[Row]:
+    def _connect(self, **overrides: str) -> psycopg.Connection[Row]:
         given = self._psycopg.conninfo.conninfo_to_dict(self.url)
         options = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
-        conninfo = self._psycopg.conninfo.make_conninfo(self.url, **options)
+        conninfo = self._psycopg.conninfo.make_conninfo(self.url, **{**options, **overrides})
         return self._psycopg.connect(conninfo, autocommit=True, row_factory=_row_factory)
+
+    def listener(self, channels: Sequence[str]) -> psycopg.Connection[Row]:
+        """A second connection, LISTENing on `channels`: for a thread of its own (never this one's calls).
+
+        Named `lmstudio-proxy-listen` in pg_stat_activity. Connecting may block up to connect_timeout.
+        """
+        conn = self._connect(application_name=LISTEN_APPLICATION)
+        try:
+            for channel in channels:
+                conn.execute(f'LISTEN "{channel}"')
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def ensure(self) -> None:
         """Have a connection not known to be broken, or raise psycopg.OperationalError at once.

@@ -175,3 +175,42 @@ def m004_assistants(db: Schema) -> None:
         CREATE INDEX assistants_owner ON assistants(owner, seq)
         """,
     )
+
+
+@migration
+def m005_replicas(db: Schema) -> None:
+    """Several proxies on one PostgreSQL database (`proxy/replicas.py`): who runs each response, its
+    stop request and cancel answer (the cancel endpoint's body, for repeated cancels), and leases.
+
+    The columns exist on SQLite too (one process: unused there). On PostgreSQL a partial unique
+    index allows one running response per thread across replicas (the 409); rows that a crash
+    left running on one thread (before leases) are marked interrupted first, all but the newest.
+    """
+    _script(
+        db,
+        """
+        ALTER TABLE responses ADD COLUMN replica_id TEXT;
+        ALTER TABLE responses ADD COLUMN accepted_epoch REAL;
+        ALTER TABLE responses ADD COLUMN thread_created INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE responses ADD COLUMN tools_ran INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE responses ADD COLUMN stop_request TEXT;
+        ALTER TABLE responses ADD COLUMN stop_epoch REAL;
+        ALTER TABLE responses ADD COLUMN stop_elapsed REAL;
+        ALTER TABLE responses ADD COLUMN cancel_body TEXT;
+        ALTER TABLE responses ADD COLUMN ending INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE replicas (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            lease_until REAL NOT NULL
+        )
+        """,
+    )
+    if db.dialect.name == "postgresql":
+        db.execute(
+            "UPDATE responses SET status = 'interrupted' WHERE status = 'in_progress' AND seq < "
+            "(SELECT MAX(seq) FROM responses r WHERE r.thread_id = responses.thread_id AND r.status = 'in_progress')"
+        )
+        db.execute("CREATE UNIQUE INDEX responses_one_running ON responses(thread_id) WHERE status = 'in_progress'")
+        db.execute("CREATE INDEX responses_running_by_replica ON responses(replica_id) WHERE status = 'in_progress'")

@@ -14,6 +14,7 @@ from proxy.metrics import Metrics
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.streams import NO_ACTIVE_STREAM, ActiveStream
+from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 
 WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
@@ -39,6 +40,7 @@ class StreamRegistry:
 
     REMEMBER_CANCELS_SECONDS = 600.0
     REMEMBER_CANCELS = 1024  # at most this many (oldest forgotten first): memory stays flat under churn
+    stream_class: type[ActiveStream] = ActiveStream  # replicas.ReplicaRegistry runs its own kind
 
     def __init__(self, config: Config, store: Store, backends: Backends, metrics: Metrics) -> None:
         self.config = config
@@ -67,7 +69,7 @@ class StreamRegistry:
         self.check_free(spec.thread_id)
         if backend is None:
             backend = self.backends.choose(spec.model)
-        stream = ActiveStream(spec, self)
+        stream = self.stream_class(spec, self)
         self.streams[spec.thread_id] = stream
         self._ended.pop(spec.thread_id, None)
         self._placed[spec.response_id] = backend
@@ -174,6 +176,26 @@ class StreamRegistry:
 
     def for_owner(self, owner: str) -> list[ActiveStream]:
         return [s for s in self.streams.values() if s.spec.owner == owner]
+
+    def active(self, owner: str) -> list[ActiveStreamJson]:
+        """The owner's running streams, as `GET /v1/model/response/active` lists them."""
+        return [
+            {
+                "thread_id": s.thread_id,
+                "response_id": s.spec.response_id,
+                "model": s.spec.model,
+                "elapsed_seconds": round(s.elapsed(), 3),
+                "partial_content_length": s.partial_length(),
+                "cancel_mode_now": s.mode_now(),
+                "stopping": s.stop_reason is not None,
+                "running_tool": s.running_tool,
+            }
+            for s in self.for_owner(owner)
+        ]
+
+    def streaming(self, thread_ids: list[str]) -> set[str]:
+        """Which of these threads have a running stream (a thread's `status`, the 409s of thread edits)."""
+        return {t for t in thread_ids if t in self.streams}
 
     async def shutdown(self) -> None:
         """Stop accepting, stop every running prediction, and wait for the pumps to record it."""

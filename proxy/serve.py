@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 import time
 from errno import EADDRINUSE
 from typing import Any, TextIO
 
 from proxy import config as config_module
+from proxy import workers
 from proxy.app import create_app, stop_streams, uvicorn_config
 from proxy.backends import Backends
 from proxy.config import Config
@@ -50,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-open", action="store_true", help="allow a non-loopback address with no auth.api_keys configured"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="N processes on one port (needs a PostgreSQL database)"
+    )
+    # A worker of `--workers`: the socket its supervisor bound, and the pipe that ends with it (proxy/workers.py).
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--alive-fd", type=int, help=argparse.SUPPRESS)
 
 
 def effective_config(args: argparse.Namespace) -> Config:
@@ -182,6 +190,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     config = effective_config(args)
     setup_logging(config.logging.level)
+    refused = workers.refusal(args.workers, str(args.database or config.database.path))
+    if refused is not None:
+        print(f"lmstudio-proxy: {refused}", file=sys.stderr, flush=True)
+        return 2
+    if args.alive_fd is not None:
+        workers.exit_with_supervisor(args.alive_fd)
     simulators: list[Any] = []
     lmstudio_host: list[str] | None = args.lmstudio
     if args.simulate:
@@ -199,12 +213,17 @@ def run(args: argparse.Namespace) -> int:
         where = f"{config.server.host}:{config.server.port}"
         try:
             # Bound before the banner, so "listening on" is true and a taken port is one clear line.
-            sock = bind(config.server.host, config.server.port)
+            sock = (
+                socket.socket(fileno=args.listen_fd) if args.listen_fd else bind(config.server.host, config.server.port)
+            )
         except OSError as exc:
             taken = exc.errno == EADDRINUSE
             hint = " (is another lmstudio-proxy running? pick a free port with --port)" if taken else ""
             print(f"lmstudio-proxy: cannot listen on {where}: {exc.strerror}{hint}", file=sys.stderr, flush=True)
             return 1
+        if args.workers > 1:
+            with sock:
+                return workers.supervise(sock, args.workers, workers.worker_arguments(args, lmstudio_host))
         try:
             app = create_app(config, lmstudio_host=lmstudio_host, database=args.database)
         except StorageUnavailable as exc:  # read-only, immutable, corrupt, not a database: one line

@@ -54,14 +54,14 @@ import sqlite3
 import sys
 import time
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy import engines, migrations
-from proxy.errors import StorageUnavailable
+from proxy.errors import StorageUnavailable, StreamAlreadyActive
 
 try:
     import fcntl
@@ -136,6 +136,21 @@ def _what_to_do(path: str) -> str:
     return f"fix it, or choose another file with --database or database.path ({path})"
 
 
+def _enable_wal(db: sqlite3.Connection, patience: float = 5.0) -> None:
+    """WAL mode. Processes opening a new file together (replicas starting at once) can have this
+    refused at once, "database is locked", while another one migrates: SQLite calls no busy
+    handler for it. So it is tried again, for as long as the busy timeout would wait."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if fault_code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # a retry's pause (the other process's migrations take milliseconds)
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -152,6 +167,22 @@ THREAD_FIELDS = ("title", "metadata", "assistant_id", "visible_in_ui")
 class Page:
     rows: list[dict[str, Any]]
     has_more: bool
+
+
+STOP_CHANNEL = "lmstudio_proxy_stop"  # NOTIFY payload: the replica whose response a cancel asks to stop
+ENDED_CHANNEL = "lmstudio_proxy_ended"  # NOTIFY payload: a response whose stop has been committed
+
+
+@dataclass(frozen=True)
+class CancelTicket:
+    """What `Store.decide_cancel` found: missing | forbidden | wait (for the outcome) | answered."""
+
+    kind: str
+    response_id: str = ""
+    replica_id: str | None = None
+    body: dict[str, Any] | None = None
+    decided: bool = False  # a cancel's body is stored: the owner will stop with it
+    late_mode: str | None = None  # this cancel applied its mode to a response a disconnect had stopped
 
 
 @dataclass(frozen=True)
@@ -181,6 +212,7 @@ class Store:
         self._reserve_bytes = 0
         self._pg: engines.PostgresConnection | None = None
         self._serving = False  # PostgreSQL: this connection holds the servers lock (open_for_serving)
+        self.replica_id: str | None = None  # PostgreSQL: the replica whose responses this store begins
         if engines.is_url(self.path):
             self.dialect = engines.POSTGRES
             self._open_postgres(self.path)
@@ -192,7 +224,7 @@ class Store:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA busy_timeout=5000")
-            self._enter_wal()
+            _enable_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.migrate()
@@ -221,19 +253,6 @@ class Store:
             raise StorageUnavailable(
                 f"cannot use the database {self.path}: {engines.one_line(exc)}; {_what_to_do(self.path)}"
             ) from exc
-
-    def _enter_wal(self) -> None:
-        """WAL mode. Two processes opening a new file at once can both want to switch it, and
-        SQLite answers "locked" at once for that (no busy wait): the loser tries again."""
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)  # start-up only, before the store serves anything
 
     def _preflight(self) -> None:
         """Refuse, before SQLite maps anything, a database it could not write (see the module docstring)."""
@@ -823,6 +842,25 @@ class Store:
         Returns (thread_id, response_id, message ids, whether the thread was created).
         """
         rid = new_id("resp")
+        try:
+            return self._begin_response(rid, owner, thread_id, model, inputs, thread_fields, cut)
+        except Exception as exc:  # PostgreSQL: another replica runs a response on this thread
+            if engines.unique_violation(exc, "responses_one_running"):
+                raise StreamAlreadyActive(
+                    "A response is already streaming on this thread.", {"thread_id": thread_id}
+                ) from exc
+            raise
+
+    def _begin_response(
+        self,
+        rid: str,
+        owner: str,
+        thread_id: str,
+        model: str,
+        inputs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any] | None]],
+        thread_fields: dict[str, Any] | None,
+        cut: tuple[str, bool] | None,
+    ) -> tuple[str, str, list[str], bool]:
         with self.transaction():
             created = not thread_id
             if created:
@@ -840,9 +878,10 @@ class Store:
             ]
             self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
             self.db.execute(
-                "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at)"
-                " VALUES (?, ?, ?, ?, 'in_progress', ?, ?)",
-                (rid, thread_id, owner, model, ids[-1] if ids else None, now_iso()),
+                "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at,"
+                " replica_id, thread_created, accepted_epoch)"
+                f" VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, {self.dialect.clock})",
+                (rid, thread_id, owner, model, ids[-1] if ids else None, now_iso(), self.replica_id, int(created)),
             )
         return thread_id, rid, ids, created
 
@@ -1039,6 +1078,245 @@ class Store:
             [*args, limit + 1],
         ).fetchall()
         return Page([dict(r) for r in rows[:limit]], len(rows) > limit)
+
+    # -- replicas (PostgreSQL: several proxies on one database; see proxy/replicas.py) ----
+    #
+    # Times here are the database's clock (`Dialect.clock`, seconds since the epoch), never a
+    # replica's: leases and cancel modes must mean the same on every replica.
+
+    @_guarded
+    def register_replica(self, replica_id: str, lease_seconds: float, host: str, pid: int) -> None:
+        """Record this process as a replica with a lease; responses it begins from now on are its own."""
+        self.replica_id = replica_id
+        clock = self.dialect.clock
+        self.db.execute(
+            f"INSERT INTO replicas (id, host, pid, started_at, lease_until) VALUES (?, ?, ?, {clock}, {clock} + ?)"
+            " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid",
+            (replica_id, host, pid, lease_seconds),
+        )
+
+    @_guarded
+    def renew_lease(self, replica_id: str, lease_seconds: float) -> bool:
+        """Extend the replica's lease; False if it had run out (others may have taken over its responses)."""
+        clock = self.dialect.clock
+        with self.transaction() as db:
+            row = db.execute(f"SELECT lease_until > {clock} FROM replicas WHERE id = ? FOR UPDATE", (replica_id,))
+            alive = row.fetchone()
+            if alive is None:
+                db.execute(
+                    f"INSERT INTO replicas (id, host, pid, started_at, lease_until) VALUES (?, '', 0, {clock},"
+                    f" {clock} + ?)",
+                    (replica_id, lease_seconds),
+                )
+            else:
+                db.execute(f"UPDATE replicas SET lease_until = {clock} + ? WHERE id = ?", (lease_seconds, replica_id))
+        return alive is not None and bool(alive[0])
+
+    @_guarded
+    def retire_replica(self, replica_id: str) -> None:
+        """The replica stops: its lease ends now (what it leaves running is recovered at once)."""
+        self.db.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+
+    @_guarded
+    def recover_dead_replicas(self) -> list[str]:
+        """End the responses left running by replicas whose lease has run out; return their ids.
+
+        A response with a stop requested by a cancel ends as that cancel says, from its
+        checkpointed text (quick_edit: its messages go; keep_partial: the text stays, marked
+        cancelled and interrupted); any other ends `interrupted` with its text kept, as after a
+        crash on SQLite. Rows another replica is recovering at the same moment are skipped.
+        """
+        clock = self.dialect.clock
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT r.id, r.thread_id, r.assistant_message_id, r.stop_request, r.cancel_body, r.thread_created"
+                " FROM responses r WHERE r.status = 'in_progress' AND NOT EXISTS (SELECT 1 FROM replicas p"
+                f" WHERE p.id = r.replica_id AND p.lease_until > {clock}) FOR UPDATE OF r SKIP LOCKED"
+            ).fetchall()
+            for row in rows:
+                self._end_orphan(row)
+            db.execute(f"DELETE FROM replicas WHERE lease_until < {clock} - 86400")
+        return [row["id"] for row in rows]
+
+    def _end_orphan(self, row: Any) -> None:
+        rid, mid = row["id"], row["assistant_message_id"]
+        body = json.loads(row["cancel_body"]) if row["stop_request"] == "cancel" and row["cancel_body"] else None
+        if body is None:
+            if mid:
+                self._merge_metadata(mid, {"interrupted": True, "in_progress": False})
+            self.db.execute(
+                "UPDATE responses SET status = 'interrupted', finished_at = ? WHERE id = ?", (now_iso(), rid)
+            )
+            return
+        mode = body["cancel_mode"]
+        if mode == "quick_edit":
+            self._delete_response_messages(rid, row["thread_id"], bool(row["thread_created"]))
+            mid = None
+        else:
+            length = self.db.execute("SELECT LENGTH(content) FROM messages WHERE id = ?", (mid,)).fetchone()
+            meta = {"cancelled": True, "cancel_mode": mode, "partial_content_length": int(length[0]) if length else 0,
+                    "interrupted": True, "in_progress": False}  # fmt: skip
+            if length is not None:
+                self._merge_metadata(mid, meta)
+            elif self.db.execute("SELECT 1 FROM threads WHERE id = ?", (row["thread_id"],)).fetchone():
+                mid = self.add_message(row["thread_id"], "assistant", "", meta, rid)
+        self.db.execute(
+            "UPDATE responses SET status = 'cancelled', cancel_mode = ?, stop_reason = 'userStopped',"
+            " assistant_message_id = ?, finished_at = ? WHERE id = ?",
+            (mode, mid, now_iso(), rid),
+        )
+
+    @_guarded
+    def decide_cancel(
+        self,
+        thread_id: str,
+        owner: str,
+        decide: Callable[[float, bool], tuple[str, dict[str, Any]]],
+        remember_seconds: float,
+    ) -> CancelTicket:
+        """The cancel endpoint's decision on the thread's latest response, by the database's clock.
+
+        In one transaction, with the response's row locked (so cancels from several replicas
+        are ordered): a running response gets its stop request and the cancel's body (`decide`
+        from the seconds since acceptance, or since acceptance until a disconnect stopped it),
+        and its replica is woken (NOTIFY, sent at commit); a response stopped by a disconnect
+        gets this cancel's mode applied now (as `apply_late_cancel`). The first body stored is
+        the answer to every cancel after it.
+        """
+        clock = self.dialect.clock
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id, owner, status, replica_id, stop_request, stop_elapsed, cancel_body, cancel_mode, tools_ran,"
+                f" ending, thread_created, assistant_message_id, {clock} - accepted_epoch AS elapsed,"
+                f" {clock} - stop_epoch AS since_stop FROM responses WHERE thread_id = ? ORDER BY seq DESC LIMIT 1"
+                " FOR UPDATE",
+                (thread_id,),
+            ).fetchone()
+            if row is None:
+                return CancelTicket("missing")
+            rid, replica = row["id"], row["replica_id"]
+            if row["owner"] != owner:
+                return CancelTicket("forbidden")
+            body = json.loads(row["cancel_body"]) if row["cancel_body"] else None
+            if row["status"] == "in_progress":
+                if body is not None or row["ending"] or row["stop_request"] not in (None, "disconnect"):
+                    # Decided already (a cancel, or the stream's own end or shutdown): wait for its commit.
+                    return CancelTicket("wait", rid, replica, body, decided=row["stop_request"] == "cancel")
+                elapsed = row["stop_elapsed"] if row["stop_request"] == "disconnect" else row["elapsed"]
+                mode, body = decide(float(elapsed or 0.0), bool(row["tools_ran"]))
+                db.execute(
+                    f"UPDATE responses SET stop_request = 'cancel', stop_epoch = COALESCE(stop_epoch, {clock}),"
+                    " stop_elapsed = ?, cancel_body = ? WHERE id = ?",
+                    (float(elapsed or 0.0), json.dumps(body), rid),
+                )
+                db.execute("SELECT pg_notify(?, ?)", (STOP_CHANNEL, replica or ""))
+                return CancelTicket("wait", rid, replica, body, decided=True)
+            recent = row["since_stop"] is not None and row["since_stop"] <= remember_seconds
+            if row["status"] != "cancelled" or not recent:
+                return CancelTicket("missing")
+            if body is not None:
+                return CancelTicket("answered", rid, replica, body)
+            if row["cancel_mode"] != "disconnect":
+                return CancelTicket("missing")  # stopped by a shutdown: nothing to cancel
+            # The client disconnected first (as the seed's Stop button does), then cancelled.
+            mode, body = decide(float(row["stop_elapsed"] or 0.0), bool(row["tools_ran"]))
+            mid = row["assistant_message_id"]
+            if mode == "quick_edit":
+                self._delete_response_messages(rid, thread_id, bool(row["thread_created"]))
+                mid = None
+            elif mid:
+                self._merge_metadata(mid, {"cancel_mode": mode})
+            db.execute(
+                "UPDATE responses SET cancel_mode = ?, assistant_message_id = ?, cancel_body = ? WHERE id = ?",
+                (mode, mid, json.dumps(body), rid),
+            )
+            return CancelTicket("answered", rid, replica, body, late_mode=mode)
+
+    @_guarded
+    def response_state(self, response_id: str) -> tuple[str, bool]:
+        """(status, whether the replica running it holds a live lease) of a response."""
+        row = self.db.execute(
+            "SELECT r.status, EXISTS (SELECT 1 FROM replicas p WHERE p.id = r.replica_id AND p.lease_until > "
+            f"{self.dialect.clock}) FROM responses r WHERE r.id = ?",
+            (response_id,),
+        ).fetchone()
+        return (str(row[0]), bool(row[1])) if row is not None else ("missing", False)
+
+    @_guarded
+    def note_stop(self, response_id: str, reason: str, elapsed: float) -> None:
+        """A running response's own replica stops it (a disconnect, a shutdown), unless a cancel came first."""
+        self.db.execute(
+            f"UPDATE responses SET stop_request = ?, stop_elapsed = ?, stop_epoch = {self.dialect.clock}"
+            " WHERE id = ? AND stop_request IS NULL",
+            (reason, elapsed, response_id),
+        )
+
+    @_guarded
+    def note_tools_ran(self, response_id: str) -> None:
+        """A tool the proxy runs has started: a cancel from now on keeps the turn (keep_partial)."""
+        self.db.execute("UPDATE responses SET tools_ran = 1 WHERE id = ?", (response_id,))
+
+    @_guarded
+    def claim_outcome(self, response_id: str, reason: str | None, elapsed: float) -> dict[str, Any] | None:
+        """The owner is about to decide the outcome: from now on a cancel waits for it instead of
+        stopping the response. Returns the stop request and cancel body a cancel stored first."""
+        args: list[Any] = [response_id]
+        if reason is None:
+            sql = "UPDATE responses SET ending = 1 WHERE id = ?"
+        else:
+            sql = (
+                "UPDATE responses SET ending = 1, stop_request = COALESCE(stop_request, ?), stop_elapsed ="
+                f" COALESCE(stop_elapsed, ?), stop_epoch = COALESCE(stop_epoch, {self.dialect.clock}) WHERE id = ?"
+            )
+            args = [reason, elapsed, response_id]
+        row = self.db.execute(sql + " RETURNING stop_request, cancel_body, stop_elapsed", args).fetchone()
+        return dict(row) if row is not None else None
+
+    @_guarded
+    def stop_requests(self, replica_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """(response id, cancel body) of the replica's running responses that a cancel asked to stop."""
+        rows = self.db.execute(
+            "SELECT id, cancel_body FROM responses WHERE replica_id = ? AND status = 'in_progress'"
+            " AND stop_request = 'cancel' AND ending = 0 AND cancel_body IS NOT NULL",
+            (replica_id,),
+        )
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    @_guarded
+    def notify_ended(self, response_id: str) -> None:
+        """Wake the replicas whose cancel waits for this response's outcome (committed already)."""
+        self.db.execute("SELECT pg_notify(?, ?)", (ENDED_CHANNEL, response_id))
+
+    @_guarded
+    def running_responses(self, owner: str) -> list[dict[str, Any]]:
+        """The owner's running responses on every replica: thread_id, id, model, elapsed (seconds, by the
+        database's clock), tools_ran, stop_request, partial (the checkpointed text's length)."""
+        rows = self.db.execute(
+            f"SELECT r.thread_id, r.id, r.model, {self.dialect.clock} - r.accepted_epoch AS elapsed, r.tools_ran,"
+            " r.stop_request, COALESCE(LENGTH(m.content), 0) AS partial FROM responses r"
+            " LEFT JOIN messages m ON m.id = r.assistant_message_id"
+            " WHERE r.owner = ? AND r.status = 'in_progress' ORDER BY r.seq",
+            (owner,),
+        )
+        return [dict(r) for r in rows]
+
+    @_guarded
+    def running_threads(self, thread_ids: Iterable[str]) -> set[str]:
+        """Which of these threads have a running response (on any replica)."""
+        ids = list(thread_ids)
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        rows = self.db.execute(
+            f"SELECT thread_id FROM responses WHERE status = 'in_progress' AND thread_id IN ({marks})", ids
+        )
+        return {r[0] for r in rows}
+
+    def open_listener(self, channels: Sequence[str]) -> Any:
+        """PostgreSQL: a new connection LISTENing on `channels`, for a thread of its own."""
+        if self._pg is None:
+            raise RuntimeError("LISTEN needs PostgreSQL")
+        return self._pg.listener(channels)
 
     # -- files (metadata; the bytes are on disk: proxy/files.py) -------------------------
 

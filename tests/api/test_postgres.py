@@ -93,10 +93,12 @@ def test_stream_cancel_and_messages_on_postgresql(
 
 
 def test_kill_9_then_restart_recovers_the_partial_answer_on_postgresql(
-    simulator_factory: Any, free_port: Any, processes: list[ProxyProcess], postgres_url: str
+    tmp_path: Path, simulator_factory: Any, free_port: Any, processes: list[ProxyProcess], postgres_url: str
 ) -> None:
     sim: Simulator = simulator_factory(tokens_per_second=40.0)
-    first = ProxyProcess(sim, postgres_url, free_port())
+    config = tmp_path / "config.toml"
+    config.write_text("[replicas]\nlease_seconds = 1.0\n")  # the dead one's lease runs out a second after
+    first = ProxyProcess(sim, postgres_url, free_port(), "--config", str(config))
     processes.append(first)
     stream = StreamReader(UrlClients(first.url), {"inputs": [{"role": "user", "content": "crash me [tokens=2000]"}]})
     thread_id = stream.thread_id
@@ -108,16 +110,21 @@ def test_kill_9_then_restart_recovers_the_partial_answer_on_postgresql(
         return str(rows[0][0]) if rows and rows[0][0] else ""
 
     wait_until(checkpointed, timeout=20)
-    first.proc.kill()  # SIGKILL: its connection, and with it its servers lock, goes with it
+    first.proc.kill()  # SIGKILL: its lease is no longer renewed
     first.proc.wait(10)
     with pytest.raises(httpx.TransportError):
         stream.join()
     saved = checkpointed()
 
-    second = ProxyProcess(sim, postgres_url, free_port())
+    second = ProxyProcess(sim, postgres_url, free_port(), "--config", str(config))
     processes.append(second)
     with second.client() as client:
-        messages = client.get(f"/v1/threads/{thread_id}/messages", params={"order": "asc"}).json()["data"]
+
+        def recovered() -> list[dict[str, Any]]:
+            found = client.get(f"/v1/threads/{thread_id}/messages", params={"order": "asc"}).json()["data"]
+            return found if len(found) == 2 and "interrupted" in found[1]["metadata"] else []
+
+        messages = wait_until(recovered, timeout=15)
         assert [m["role"] for m in messages] == ["user", "assistant"]
         assert messages[1]["content"].startswith(saved) and messages[1]["metadata"]["interrupted"] is True
         usage = client.get("/v1/usage", params={"thread_id": thread_id}).json()["data"]
