@@ -7,6 +7,8 @@ import argparse
 DEFAULT_STREAMS = (1, 8, 32, 128)
 DEFAULT_TOKENS = 500  # per stream, in the throughput runs
 DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
+DEFAULT_WORKERS = 2  # `serve --workers N` against one process, in the scale-out relay
+DEFAULT_WORKERS_STREAMS = (32, 128)  # concurrent streams in the scale-out relay
 DEFAULT_SATURATION = 256  # streams in the saturation phase
 
 
@@ -38,6 +40,14 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def postgresql_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(
+            f"expected a postgresql:// URL, got {text!r} (the other phases always use a temporary SQLite file)"
+        )
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,5 +87,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model", metavar="KEY", help="model key (default: simulated-llm, or LM Studio's first loaded)"
+    )
+    parser.add_argument(
+        "--database",
+        type=postgresql_url,
+        metavar="postgresql://...",
+        help="also measure scale-out on this PostgreSQL database (a scratch one: the bench's threads stay in it): "
+        "a cancel sent to another replica than the stream's, and relay with --workers N against one process",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help="with --database: `serve --workers N` against one process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers-streams",
+        type=stream_counts,
+        default=DEFAULT_WORKERS_STREAMS,
+        metavar="N,N,...",
+        help="with --database: concurrent streams for the workers' relay "
+        f"(default: {','.join(map(str, DEFAULT_WORKERS_STREAMS))})",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")

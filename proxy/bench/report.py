@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+SKIPPED = (
+    "(Cross-replica cancel and relay with N workers need PostgreSQL: run with --database postgresql://… "
+    "on a scratch database.)"
+)
+
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -41,6 +46,12 @@ def render(report: dict[str, Any]) -> str:
         out += ["", *_saturation(report["saturation"], ok)]
     out += ["", *_process(report["proxy_process"], ok)]
     out += ["", *_micro(report["micro"], ok)]
+    if report.get("replicas") is not None:
+        out += ["", *_replicas(report["replicas"])]
+    if report.get("workers") is not None:
+        out += ["", *_workers(report["workers"])]
+    if report.get("replicas") is None and report.get("workers") is None:
+        out += ["", SKIPPED]
     if report["disconnect"] is None:
         out += ["", "(LM Studio-side cancel and disconnect timings need the simulator: run with --simulate.)"]
     return "\n".join(out)
@@ -191,3 +202,43 @@ def _micro(m: dict[str, Any], ok: dict[str, bool]) -> list[str]:
     out += _table(["", "value", "target", ""], rows)
     out.append(f"  ({i['statement']}: {i['seconds']:.3f} s; python -c pass: {i['interpreter_seconds']:.3f} s)")
     return out
+
+
+def _replicas(r: dict[str, Any]) -> list[str]:
+    out = [
+        f"Cross-replica cancel (ms, from the client's cancel; two replicas on PostgreSQL, the stream on A; "
+        f"{r['samples']} cancels each way, alternated; sent with the minimal HTTP client)"
+    ]
+    rows = []
+    for route, label in (("cross", "cancel to B (other replica)"), ("same", "cancel to A (stream's replica)")):
+        v = r[route]
+        for what, figures in (("LM Studio receives cancel", v["to_lmstudio"]), ("cancel answered", v["answered"])):
+            if figures is not None:
+                cells = [f"{figures['p50_ms']:.2f}", f"{figures['p99_ms']:.2f}", str(figures["samples"])]
+                rows.append([f"{label}: sent -> {what}", *cells])
+    out += _table(["", "p50", "p99", "samples"], rows)
+    out.append(
+        f"  store matches the cancel's body: {r['store_matches']} of {r['cancels']} cancels "
+        f"{_mark(r['store_matches'] == r['cancels'])}"
+    )
+    out += [f"  {m}" for m in r["mismatches"]]
+    if r["error"]:
+        out.append(f"  cross-replica cancel stopped {r['error']}")
+    return out
+
+
+def _workers(w: dict[str, Any]) -> list[str]:
+    out = [
+        f"Relay with {w['workers']} workers against one process (tokens/s received by all clients together; "
+        f"{w['tokens_per_stream']} tokens a stream; both on PostgreSQL; batches alternated; minimal HTTP client)"
+    ]
+    rows, failures = [], []
+    for row in w["rows"]:
+        if row["error"] is not None:
+            rows.append([str(row["streams"]), "-", "failed", "failed", "-"])
+            failures.append(f"  {row['streams']} stream(s) failed {row['error']}")
+            continue
+        one, workers = row["one"]["tokens_per_second"], row["workers"]["tokens_per_second"]
+        rows.append([str(row["streams"]), str(row["rounds"]), f"{one:,}", f"{workers:,}", f"{row['ratio']:.2f}"])
+    header = ["streams", "rounds", "1 process tok/s", f"{w['workers']} workers tok/s", "workers/one"]
+    return [*out, *_table(header, rows), *failures]

@@ -1,4 +1,7 @@
-"""A full run: start the simulator (with --simulate) and the proxy, run the phases, assemble the report."""
+"""A full run: start the simulator (with --simulate) and the proxy, run the phases, assemble the report.
+
+With --database postgresql://…, the scale-out phases (`scaleout`) follow, on servers of their own.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from proxy.bench.phases.stops import cancel, disconnect
 from proxy.bench.phases.ttft import ttft
 from proxy.bench.phases.warmup import describe, warm_up
 from proxy.bench.processes import Child, free_port
+from proxy.bench.scaleout import run_scaleout
 from proxy.bench.settings import MEMORY_STREAMS_LMSTUDIO, STOP_TOKENS_PER_SECOND
 from proxy.bench.stats import per_token_us
 
@@ -62,6 +66,13 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
         proxy.wait_ready(f"{proxy_url}/health")
         try:
             report = asyncio.run(_measure(args, lm_host, proxy, proxy_url, sim_url))
+            proxy.check_running()
+            proxy.stop()  # the scale-out phases start servers of their own
+            children.remove(proxy)
+            scaleout: dict[str, Any] = {"replicas": None, "workers": None}
+            if args.database:
+                scaleout = run_scaleout(args, lm_host, sim_url, workdir, children)
+            report.update(scaleout)
         except (lmstudio.LMStudioError, httpx.HTTPError, OSError) as exc:
             raise BenchError(f"{type(exc).__name__}: {exc}") from exc
         for child in children:
