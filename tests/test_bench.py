@@ -15,7 +15,7 @@ import pytest
 
 from proxy import bench
 from proxy.bench.checks import checks
-from proxy.bench.options import stream_counts
+from proxy.bench.options import postgresql_url, stream_counts
 from proxy.bench.stats import percentile
 
 MICRO_FIGURES = (
@@ -86,6 +86,7 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "request parse: wire.decode_create",
         "SSE frame: sse.frame",
         "import proxy.cli, above the bare interpreter",
+        "relay with N workers need PostgreSQL: run with --database postgresql://",  # skipped, saying why
     ):
         assert figure in out, f"{figure!r} missing from:\n{out}"
     relay_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
@@ -221,3 +222,45 @@ def test_micro_checks_compare_with_the_targets(scale: float, ok: bool) -> None:
     results = checks(report)
     assert [c["figure"] for c in results] == list(MICRO_FIGURES)
     assert [c["ok"] for c in results] == [ok, ok, ok]
+
+
+def test_bench_scaleout_on_postgresql(private_tmp: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--database postgresql://: two replicas and `serve --workers 2` on it; every cancel's store matches."""
+    argv = [*SMALL, "--streams", "1", "--database", postgres_url, "--workers", "2", "--workers-streams", "1,3"]
+    assert _run([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    replicas = report["replicas"]
+    assert replicas["error"] is None and replicas["samples"] == 3
+    for route in ("cross", "same"):
+        for key in ("to_lmstudio", "answered"):
+            assert replicas[route][key]["samples"] == 3, (route, key)
+    assert replicas["cancels"] == 6 == replicas["store_matches"] and replicas["mismatches"] == []
+    workers = report["workers"]
+    assert workers["workers"] == 2 and [row["streams"] for row in workers["rows"]] == [1, 3]
+    for row in workers["rows"]:
+        assert row["error"] is None and row["rounds"] >= 1
+        # The same batches on both sides: every stream ran to its end, all its tokens counted.
+        assert row["one"]["tokens"] == row["workers"]["tokens"] == row["rounds"] * row["streams"] * 50
+        assert row["ratio"] == round(row["workers"]["tokens_per_second"] / row["one"]["tokens_per_second"], 3)
+    assert list(private_tmp.iterdir()) == []
+    assert _children() == []
+    # The tables: one small run (a cancel each way) is enough to see every line.
+    assert _run([*SMALL, "--streams", "1", "--repeat", "1", "--database", postgres_url, "--workers-streams", "2"]) == 0
+    out = capsys.readouterr().out
+    for line in (
+        "Cross-replica cancel",
+        "cancel to B (other replica): sent -> LM Studio receives cancel",
+        "cancel to B (other replica): sent -> cancel answered",
+        "cancel to A (stream's replica): sent -> LM Studio receives cancel",
+        "store matches the cancel's body: 2 of 2 cancels ✓",
+        "Relay with 2 workers against one process",
+        "workers/one",
+    ):
+        assert line in out, f"{line!r} missing from:\n{out}"
+    assert "need PostgreSQL" not in out
+
+
+@pytest.mark.parametrize("text", ["bench.sqlite3", "sqlite:///x", "http://127.0.0.1:5432/db"])
+def test_database_option_takes_only_postgresql(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        postgresql_url(text)
