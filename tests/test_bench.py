@@ -235,6 +235,7 @@ def test_bench_scaleout_on_postgresql(private_tmp: Path, postgres_url: str, caps
         for key in ("to_lmstudio", "answered"):
             assert replicas[route][key]["samples"] == 3, (route, key)
     assert replicas["cancels"] == 6 == replicas["store_matches"] and replicas["mismatches"] == []
+    assert replicas["modes"] == {"keep_partial": 6}  # the replicas' config: the store check compares text
     workers = report["workers"]
     assert workers["workers"] == 2 and [row["streams"] for row in workers["rows"]] == [1, 3]
     for row in workers["rows"]:

@@ -20,7 +20,8 @@ Design decisions (read why before changing them):
 
 Modules: `options` (flags), `runner` (processes and phases → report), `processes` (children),
 `clients` (one stream each way), `raw_client` (HTTP without httpx), `streams` (samples, waits),
-`phases/` (warmup, memory, ttft, relay, stops, saturation), `micro`, `stats`, `checks` (targets), `report` (tables).
+`phases/` (warmup, memory, ttft, relay, stops, saturation; with --database, replicas and workers,
+run by `scaleout`), `micro`, `stats`, `checks` (targets), `report` (tables).
 """
 
 from __future__ import annotations

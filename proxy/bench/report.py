@@ -219,7 +219,9 @@ def _replicas(r: dict[str, Any]) -> list[str]:
     out += _table(["", "p50", "p99", "samples"], rows)
     out.append(
         f"  store matches the cancel's body: {r['store_matches']} of {r['cancels']} cancels "
-        f"{_mark(r['store_matches'] == r['cancels'])}"
+        f"{_mark(r['store_matches'] == r['cancels'])} (modes: "
+        + ", ".join(f"{mode} {n}" for mode, n in sorted(r["modes"].items()))
+        + ")"
     )
     out += [f"  {m}" for m in r["mismatches"]]
     if r["error"]:

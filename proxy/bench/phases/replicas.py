@@ -34,14 +34,16 @@ async def cross_replica_cancel(c: Clients, url_a: str, url_b: str, repeat: int) 
     raw = {"cross": RawClient(url_b), "same": RawClient(url_a)}
     times: dict[str, list[tuple[float, float]]] = {route: [] for route in ROUTES}
     mismatches: list[str] = []
+    modes: dict[str, int] = {}
     error = None
     async with httpx.AsyncClient(base_url=url_b, headers={"X-API-Key": API_KEY}, timeout=STEP_TIMEOUT) as http_b:
         try:
             for i in range(repeat):
                 for route in ROUTES[:: 1 if i % 2 == 0 else -1]:
                     via = http_b if route == "same" else c.http  # the store is read through the other replica
-                    to_lmstudio, answered, mismatch = await _one(c, raw[route], via, route, i)
+                    to_lmstudio, answered, mode, mismatch = await _one(c, raw[route], via, route, i)
                     times[route].append((to_lmstudio, answered))
+                    modes[mode] = modes.get(mode, 0) + 1
                     if mismatch:
                         mismatches.append(mismatch)
         except BenchError as exc:
@@ -57,13 +59,13 @@ async def cross_replica_cancel(c: Clients, url_a: str, url_b: str, repeat: int) 
             "answered": ms_summary([t[1] for t in times[route]]),
         }
     cancels = sum(len(t) for t in times.values())
-    out.update(cancels=cancels, store_matches=cancels - len(mismatches), mismatches=mismatches[:5])
+    out.update(cancels=cancels, modes=modes, store_matches=cancels - len(mismatches), mismatches=mismatches[:5])
     return out
 
 
-async def _one(c: Clients, raw: RawClient, via: httpx.AsyncClient, route: str, i: int) -> tuple[float, float, str]:
+async def _one(c: Clients, raw: RawClient, via: httpx.AsyncClient, route: str, i: int) -> tuple[float, float, str, str]:
     """One stream on A cancelled through `raw`: seconds to LM Studio (NaN without the simulator) and
-    to the answer, and what the store holds against the cancel's body ("" when they match)."""
+    to the answer, the cancel's mode, and what the store holds against its body ("" when they match)."""
     marker = f"bench {c.run_id} replica-cancel {route} {i}"
     sample, changed = Sample(text=[]), asyncio.Event()
     await raw.get("/health")  # the connection is open before the clock starts, as a browser's is
@@ -82,7 +84,9 @@ async def _one(c: Clients, raw: RawClient, via: httpx.AsyncClient, route: str, i
         record = await c.record(marker, lambda r: r["cancel_received_at"] is not None)
         to_lmstudio = record["cancel_received_at"] - wall
         await c.clear_records()
-    return to_lmstudio, answered, await store_mismatch(via, f"{route} {i}", json.loads(body), sample)
+    answer = json.loads(body)
+    mismatch = await store_mismatch(via, f"{route} {i}", answer, sample)
+    return to_lmstudio, answered, str(answer.get("cancel_mode")), mismatch
 
 
 async def store_mismatch(http: httpx.AsyncClient, where: str, body: dict[str, Any], sample: Sample) -> str:
