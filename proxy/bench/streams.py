@@ -82,3 +82,27 @@ async def until(
                 await changed.wait()
     except TimeoutError:
         raise BenchError(f"no {what} within {STEP_TIMEOUT:g} s") from None
+
+
+async def store_mismatch(http: httpx.AsyncClient, where: str, body: dict[str, Any], sample: Sample) -> str:
+    """What the store holds against what a cancel's body said ("" when they match): quick_edit, the
+    thread is gone; keep_partial, the user message and exactly the text the client saw, marked cancelled."""
+    where = f"{where} ({body.get('cancel_mode')})"
+    if sample.terminal != "response.cancelled":
+        return f"{where}: the stream ended with {sample.terminal or 'no terminal event'}"
+    if body.get("cancel_mode") == "quick_edit":
+        status = (await http.get(f"/v1/threads/{sample.thread_id}")).status_code
+        return "" if status == 404 else f"{where}: GET thread answered {status}, not 404"
+    response = await http.get(f"/v1/threads/{sample.thread_id}/messages")
+    messages = response.json().get("data", []) if response.status_code == 200 else []
+    roles = [m.get("role") for m in messages]
+    if roles != ["user", "assistant"]:
+        return f"{where}: the thread holds {roles} (status {response.status_code})"
+    assistant = messages[1]
+    metadata = assistant.get("metadata") or {}
+    seen = "".join(sample.text or [])
+    if assistant.get("content") != seen:
+        return f"{where}: stored {len(assistant.get('content') or '')} characters, the client saw {len(seen)}"
+    if not (metadata.get("cancelled") is True and metadata.get("cancel_mode") == "keep_partial"):
+        return f"{where}: the assistant message's metadata is {metadata}"
+    return ""

@@ -23,7 +23,7 @@ from proxy.bench.errors import BenchError
 from proxy.bench.raw_client import RawClient
 from proxy.bench.settings import API_KEY, DELTAS_BEFORE_STOP, LONG_TOKENS, STEP_TIMEOUT
 from proxy.bench.stats import ms_summary
-from proxy.bench.streams import Sample, owned_tasks, until
+from proxy.bench.streams import Sample, owned_tasks, store_mismatch, until
 
 ROUTES = ("cross", "same")  # cancel sent to B (the other replica), to A (the stream's)
 
@@ -85,29 +85,5 @@ async def _one(c: Clients, raw: RawClient, via: httpx.AsyncClient, route: str, i
         to_lmstudio = record["cancel_received_at"] - wall
         await c.clear_records()
     answer = json.loads(body)
-    mismatch = await store_mismatch(via, f"{route} {i}", answer, sample)
+    mismatch = await store_mismatch(via, f"cancel {route} {i}", answer, sample)
     return to_lmstudio, answered, str(answer.get("cancel_mode")), mismatch
-
-
-async def store_mismatch(http: httpx.AsyncClient, where: str, body: dict[str, Any], sample: Sample) -> str:
-    """What the store holds against what a cancel's body said ("" when they match): quick_edit, the
-    thread is gone; keep_partial, the user message and exactly the text the client saw, marked cancelled."""
-    where = f"cancel {where} ({body.get('cancel_mode')})"
-    if sample.terminal != "response.cancelled":
-        return f"{where}: the stream ended with {sample.terminal or 'no terminal event'}"
-    if body.get("cancel_mode") == "quick_edit":
-        status = (await http.get(f"/v1/threads/{sample.thread_id}")).status_code
-        return "" if status == 404 else f"{where}: GET thread answered {status}, not 404"
-    response = await http.get(f"/v1/threads/{sample.thread_id}/messages")
-    messages = response.json().get("data", []) if response.status_code == 200 else []
-    roles = [m.get("role") for m in messages]
-    if roles != ["user", "assistant"]:
-        return f"{where}: the thread holds {roles} (status {response.status_code})"
-    assistant = messages[1]
-    metadata = assistant.get("metadata") or {}
-    seen = "".join(sample.text or [])
-    if assistant.get("content") != seen:
-        return f"{where}: stored {len(assistant.get('content') or '')} characters, the client saw {len(seen)}"
-    if not (metadata.get("cancelled") is True and metadata.get("cancel_mode") == "keep_partial"):
-        return f"{where}: the assistant message's metadata is {metadata}"
-    return ""

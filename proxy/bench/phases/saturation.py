@@ -34,7 +34,7 @@ from proxy.bench.settings import (
     STEP_TIMEOUT,
 )
 from proxy.bench.stats import ms_summary
-from proxy.bench.streams import Sample, owned_tasks, until
+from proxy.bench.streams import Sample, owned_tasks, store_mismatch, until
 
 
 @dataclass
@@ -82,7 +82,9 @@ async def saturation(c: Clients, proxy_url: str, count: int) -> dict[str, Any]:
         await c.sim_settings(0.0)
     await c.wait_proxy_idle()
     to_lmstudio = await _to_lmstudio(c, cancels) if c.sim is not None else None
-    mismatches = [m for one in cancels if (m := await _store_mismatch(c, one, samples[one.index]))]
+    mismatches = [
+        m for one in cancels if (m := await store_mismatch(c.http, f"stream {one.index}", one.body, samples[one.index]))
+    ]
     await c.clear_records()
     return {
         "streams": count,
@@ -129,26 +131,3 @@ async def _to_lmstudio(c: Clients, cancels: list[_Cancel]) -> list[float]:
             raise BenchError(f"the simulator got no cancel for saturation stream {one.index}")
         out.append(at - one.wall)
     return out
-
-
-async def _store_mismatch(c: Clients, one: _Cancel, sample: Sample) -> str:
-    """What the store holds against what the cancel's body said ("" when they match)."""
-    where = f"stream {one.index} ({one.body.get('cancel_mode')})"
-    if sample.terminal != "response.cancelled":
-        return f"{where}: the stream ended with {sample.terminal or 'no terminal event'}"
-    if one.body.get("cancel_mode") == "quick_edit":
-        status = (await c.http.get(f"/v1/threads/{sample.thread_id}")).status_code
-        return "" if status == 404 else f"{where}: GET thread answered {status}, not 404"
-    response = await c.http.get(f"/v1/threads/{sample.thread_id}/messages")
-    messages = response.json().get("data", []) if response.status_code == 200 else []
-    roles = [m.get("role") for m in messages]
-    if roles != ["user", "assistant"]:
-        return f"{where}: the thread holds {roles} (status {response.status_code})"
-    assistant = messages[1]
-    metadata = assistant.get("metadata") or {}
-    seen = "".join(sample.text or [])
-    if assistant.get("content") != seen:
-        return f"{where}: stored {len(assistant.get('content') or '')} characters, the client saw {len(seen)}"
-    if not (metadata.get("cancelled") is True and metadata.get("cancel_mode") == "keep_partial"):
-        return f"{where}: the assistant message's metadata is {metadata}"
-    return ""
