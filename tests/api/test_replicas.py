@@ -268,3 +268,41 @@ def test_the_listen_connection_comes_back_after_it_is_killed(cluster: Callable[.
     body = json.loads(_rows(c.url, "SELECT cancel_body FROM responses")[0][0])
     assert body == cancelled.json()
     _no_tokens_after_cancel(c.sim)
+
+
+def test_three_replicas_in_front_of_two_simulators(
+    simulator_factory: Callable[..., Simulator],
+    free_port: Callable[[], int],
+    processes: list[ProxyProcess],
+    postgres_url: str,
+) -> None:
+    """Issue 17's whole picture: streams on every replica spread over two LM Studio hosts, a cancel
+    sent to another replica reaches the host that runs the stream, and a host that dies is skipped."""
+    a, b = simulator_factory(tokens_per_second=40.0), simulator_factory(tokens_per_second=40.0)
+    hosts = f"{a.host_port},{b.host_port}"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        replicas = list(pool.map(lambda _: ProxyProcess(a, postgres_url, free_port(), "--lmstudio", hosts), range(3)))
+    processes.extend(replicas)
+    readers = [StreamReader(UrlClients(r.url), {"inputs": [{"role": "user", "content": LONG}]}) for r in replicas]
+    readers += [StreamReader(UrlClients(replicas[0].url), {"inputs": [{"role": "user", "content": LONG}]})]
+    for reader in readers:
+        reader.wait_deltas(1)
+    # Replica 0 ran two streams at once: fewest active streams put them on different hosts.
+    assert len(a.predictions()) >= 1 and len(b.predictions()) >= 1
+
+    # Each stream is cancelled through the next replica, not the one it runs on.
+    for i, reader in enumerate(readers):
+        with replicas[(i + 1) % 3].client() as client:
+            answer = client.post(f"/v1/model/response/{reader.thread_id}/cancel")
+        assert answer.status_code == 200 and answer.json()["cancel_mode"] == "quick_edit", answer.text
+        assert assert_well_terminated(reader.join())["event"] == "response.cancelled"
+    for sim in (a, b):
+        _no_tokens_after_cancel(sim)
+
+    b.stop()  # one LM Studio host goes away: every replica goes on with the other
+    before = len(a.predictions())
+    for replica in replicas:
+        with replica.client() as client:
+            answer = client.post("/v1/model/response", json={"inputs": [{"content": "still there? [tokens=3]"}]})
+        assert answer.status_code == 200 and answer.json()["status"] == "completed", answer.text
+    assert len(a.predictions()) == before + 3
