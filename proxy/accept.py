@@ -82,7 +82,10 @@ def _assistant_mcp_tools(entries: list[dict[str, Any]]) -> list[McpTool]:
     tools, errors = [], []
     for i, entry in enumerate(entries):
         field = f"assistant.tool_configurations.mcp_tools[{i}]"
-        entry = {k: v for k, v in entry.items() if k not in ("type", "server_description", "connector_id")}
+        # `server_description` is the user's own note on the server (the model sees each tool's own).
+        entry = {k: v for k, v in entry.items() if k not in ("type", "server_description")}
+        if entry.pop("connector_id", None) is not None:
+            errors.append({"field": f"{field}.connector_id", "message": f"{NOT_SUPPORTED}: connectors"})
         approval = entry.pop("require_approval", None)
         if approval not in (None, "never"):
             errors.append({"field": f"{field}.require_approval", "message": f"{NOT_SUPPORTED}: approvals"})

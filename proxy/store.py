@@ -151,6 +151,21 @@ def _enable_wal(db: sqlite3.Connection, patience: float = 5.0) -> None:
         time.sleep(0.01)  # a retry's pause (the other process's migrations take milliseconds)
 
 
+# A response's usage, as `_usage_values` gives it: written when it ends, and again if LM Studio's
+# own counts come after the outcome was recorded (a stop settled at once).
+USAGE_COLUMNS = (
+    "stop_reason = ?, input_tokens = ?, output_tokens = ?, total_tokens = ?, time_to_first_token = ?,"
+    " tokens_per_second = ?"
+)
+
+
+def _usage_values(usage: Usage) -> tuple[Any, ...]:
+    return (
+        usage.stop_reason, usage.input_tokens, usage.output_tokens, usage.input_tokens + usage.output_tokens,
+        usage.time_to_first_token, usage.tokens_per_second,
+    )  # fmt: skip
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
@@ -997,24 +1012,9 @@ class Store:
             elif db.execute("SELECT 1 FROM threads WHERE id = ?", (thread_id,)).fetchone():
                 mid = self.add_message(thread_id, "assistant", text, metadata, response_id)
             db.execute(
-                "UPDATE responses SET status = ?, stop_reason = ?, cancel_mode = ?, input_tokens = ?,"
-                " output_tokens = ?, total_tokens = ?, time_to_first_token = ?, tokens_per_second = ?,"
-                " duration_seconds = ?, assistant_message_id = ?, error = ?, finished_at = ? WHERE id = ?",
-                (
-                    status,
-                    usage.stop_reason,
-                    cancel_mode,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.input_tokens + usage.output_tokens,
-                    usage.time_to_first_token,
-                    usage.tokens_per_second,
-                    duration,
-                    mid,
-                    error,
-                    now_iso(),
-                    response_id,
-                ),
+                f"UPDATE responses SET {USAGE_COLUMNS}, status = ?, cancel_mode = ?, duration_seconds = ?,"
+                " assistant_message_id = ?, error = ?, finished_at = ? WHERE id = ?",
+                (*_usage_values(usage), status, cancel_mode, duration, mid, error, now_iso(), response_id),
             )
         return mid
 
@@ -1022,19 +1022,7 @@ class Store:
     def update_usage(self, response_id: str, usage: Usage) -> None:
         """LM Studio's own counts for a response whose outcome was recorded before they came."""
         with self.transaction() as db:
-            db.execute(
-                "UPDATE responses SET stop_reason = ?, input_tokens = ?, output_tokens = ?, total_tokens = ?,"
-                " time_to_first_token = ?, tokens_per_second = ? WHERE id = ?",
-                (
-                    usage.stop_reason,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.input_tokens + usage.output_tokens,
-                    usage.time_to_first_token,
-                    usage.tokens_per_second,
-                    response_id,
-                ),
-            )
+            db.execute(f"UPDATE responses SET {USAGE_COLUMNS} WHERE id = ?", (*_usage_values(usage), response_id))
 
     @_guarded
     def apply_late_cancel(self, response_id: str, mode: str, *, delete_thread_if_empty: bool) -> None:

@@ -401,3 +401,18 @@ def test_a_cancel_waits_for_a_tool_that_outlasts_the_drain(
     assert bodies and bodies[0]["cancel_mode"] == "keep_partial"
     reader.join()
     assert_consistent(h)
+
+
+def test_an_assistants_connector_mcp_tool_is_refused(harness: Harness, mcp_server: McpTestServer) -> None:
+    server = {"server_label": "saved", "server_url": mcp_server.url, "connector_id": "conn_1"}
+    with harness.client() as client:
+        assistant = client.post(
+            "/v1/assistants",
+            json={"name": "Linked", "organization_id": "org_local", "tool_configurations": {"mcp_tools": [server]}},
+        ).json()
+        refused = client.post(
+            "/v1/model/response", json={"assistant_id": assistant["id"], "inputs": [{"content": "add 4 and 4"}]}
+        )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"]["errors"][0]["field"].endswith("connector_id")
+    assert harness.sim.predictions() == [] and mcp_server.calls == []
