@@ -103,19 +103,21 @@ def _record_completion(store: Store, ended: Ended) -> tuple[Final, StreamEvent]:
         "completed", text, usage, rendered, cast(list[bodies.ResponseBlock] | None, blocks), mid,
         tool_calls=pending,
     )  # fmt: skip
-    event: ResponseCompletedEvent = {
+    # Keys in this order, usage last (a dict keeps a key where it was first set): clients that
+    # print the event read the counts last, and a reader of the last bytes finds them there.
+    head = {
         "event": "response.completed", "status": "completed", "thread_id": s.thread_id,
-        "response_id": s.response_id, "reasoning_content": None, "usage": usage_json(usage),
+        "response_id": s.response_id, "reasoning_content": ended.reasoning or None,
     }  # fmt: skip
+    event = cast(ResponseCompletedEvent, head)
     if s.output_mode in ("structured", "blocks"):
         event["response_blocks"] = final.blocks
     else:
         event["response"] = rendered
-    event["reasoning_content"] = ended.reasoning or None
     if pending:
         event["tool_calls"] = pending
         event["stop_reason"] = "tool_calls"
-    event["usage"] = usage_json(usage)  # last, as before: clients that print the event read it last
+    event["usage"] = usage_json(usage)
     return final, event
 
 

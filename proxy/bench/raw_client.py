@@ -16,6 +16,7 @@ from typing import Any
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import API_KEY
 
+_COMPLETED_START = b'data: {"event":"response.completed"'
 _COMPLETED_TOKENS = re.compile(rb'"event":"response\.completed".*"output_tokens":(\d+)')
 
 
@@ -82,12 +83,17 @@ class RawClient:
             ).encode()
             + payload
         )
-        tail = b""
+        tail, found_end = b"", False
         while not (tail.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in tail):  # chunked body's end
             chunk = await reader.read(65536)
             if not chunk:
                 raise BenchError("the proxy closed the connection")
-            tail = (tail + chunk)[-4096:]  # the terminal event and [DONE] come in the last write
+            tail += chunk
+            if not found_end:
+                # Keep the terminal event whole (a long answer's is longer than any fixed tail).
+                start = tail.rfind(_COMPLETED_START)
+                found_end = start >= 0
+                tail = tail[start:] if found_end else tail[-4096:]
         found = _COMPLETED_TOKENS.search(tail)
         if found is None:
             raise BenchError(f"the stream did not end with response.completed: {tail[-300:]!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -228,3 +229,29 @@ def test_a_stalled_prediction_is_abandoned_and_cancelled(make_harness: Any) -> N
     assert terminal["event"] == "response.error" and "sent nothing" in terminal["message"]
     record = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] != "running")[-1]
     assert record["status"] == "cancelled"  # LM Studio was told to stop, not left running
+
+
+def test_the_completed_event_ends_with_its_usage(harness: Harness) -> None:
+    """Usage is the last key of `response.completed`: a reader of the stream's last bytes (the
+    bench's minimal client, a log tail) finds the counts however long the answer was."""
+    body = {"inputs": [{"role": "user", "content": "Long answer [tokens=1500]"}], "stream": True}
+    with harness.client() as client, client.stream("POST", "/v1/model/response", json=body) as response:
+        raw = b"".join(response.iter_bytes())
+    last_frame = raw.rstrip().split(b"\n\n")[-2]
+    completed = json.loads(last_frame.removeprefix(b"data: "))
+    assert completed["event"] == "response.completed"
+    assert list(completed)[-1] == "usage" and completed["usage"]["output_tokens"] == 1500
+    assert len(completed["response"]) > 4096  # longer than the tail the bench client once kept
+
+
+def test_the_bench_client_reads_a_long_answers_usage(harness: Harness) -> None:
+    from proxy.bench.raw_client import RawClient
+
+    async def read() -> int:
+        client = RawClient(harness.url)
+        try:
+            return await client.stream({"inputs": [{"role": "user", "content": "Long [tokens=2000]"}], "stream": True})
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(read()) == 2000
