@@ -83,17 +83,15 @@ class RawClient:
             ).encode()
             + payload
         )
-        tail, found_end = b"", False
+        tail = b""
         while not (tail.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in tail):  # chunked body's end
             chunk = await reader.read(65536)
             if not chunk:
                 raise BenchError("the proxy closed the connection")
             tail += chunk
-            if not found_end:
-                # Keep the terminal event whole (a long answer's is longer than any fixed tail).
-                start = tail.rfind(_COMPLETED_START)
-                found_end = start >= 0
-                tail = tail[start:] if found_end else tail[-4096:]
+            # Keep the terminal event whole (a long answer's is longer than any fixed tail).
+            start = tail.rfind(_COMPLETED_START)
+            tail = tail[start:] if start >= 0 else tail[-4096:]
         found = _COMPLETED_TOKENS.search(tail)
         if found is None:
             raise BenchError(f"the stream did not end with response.completed: {tail[-300:]!r}")

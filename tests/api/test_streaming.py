@@ -21,6 +21,7 @@ from support import (
     wait_until,
 )
 
+from proxy.bench.raw_client import RawClient
 from proxy.simulator import Simulator
 
 
@@ -245,8 +246,6 @@ def test_the_completed_event_ends_with_its_usage(harness: Harness) -> None:
 
 
 def test_the_bench_client_reads_a_long_answers_usage(harness: Harness) -> None:
-    from proxy.bench.raw_client import RawClient
-
     async def read() -> int:
         client = RawClient(harness.url)
         try:
