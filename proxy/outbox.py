@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 
+from proxy.flag import Flag
 from proxy.wire.events import StreamEvent
 
 TEXT_EVENTS = {"response.content_delta": "delta", "reasoning.content": "content"}
@@ -17,7 +17,7 @@ class Outbox:
     def __init__(self) -> None:
         self._items: list[dict[str, Any]] = []
         self._parts: list[list[str]] = []  # per item: pending text parts of a delta item
-        self._ready = asyncio.Event()
+        self._ready = Flag()
         self.closed = False
         self.pending_since = 0.0  # perf_counter() when the oldest waiting event was pushed
 

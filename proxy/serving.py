@@ -133,6 +133,9 @@ class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a timer while it waits for the client, and a connection cap."""
 
     limits: ClassVar[ConnectionLimits]
+    # Slots, not three more keys in uvicorn's instance dict: those made it grow to the next size
+    # (about 0.8 KB per connection, measured with tracemalloc).
+    __slots__ = ("_timer", "_waiting_since", "_in_body")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

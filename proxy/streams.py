@@ -39,6 +39,7 @@ from proxy import history, mcp_client, outcomes
 from proxy.bridge import Bridge, Prediction, ToolCall
 from proxy.config import Config
 from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound, StorageUnavailable
+from proxy.flag import Flag
 from proxy.metrics import Metrics
 from proxy.outbox import Outbox
 from proxy.spec import StreamSpec
@@ -94,20 +95,20 @@ class ActiveStream:
         self.cancel_body: CancelStreamResponse | None = None
         self.outcome: str | None = None  # completed|cancelled|failed once decided
         self.final: outcomes.Final | None = None  # what it produced, once finished
-        self.finished = asyncio.Event()
+        self.finished = Flag()
         # Set once LM Studio has been sent the prediction (or a model load began, or the pump
         # stopped): the handler sets up the HTTP response only then, so that work overlaps
         # LM Studio's instead of delaying the request to it.
-        self.sent = asyncio.Event()
+        self.sent = Flag()
         self.prediction: Prediction | None = None
         # LM Studio has answered (a first fragment or load progress), or the pump has ended: the
         # handler waits a moment for this before it commits to SSE, so a dead connection to LM
         # Studio is still an HTTP 503 (see `api_responses.create_response`).
-        self.answered = asyncio.Event()
+        self.answered = Flag()
         self.committed = False  # the handler has started the SSE response
         self.http_answer = not spec.streaming  # the outcome is answered as HTTP (decided in _finish)
         self.task: asyncio.Task[None] | None = None
-        self._stop_requested = asyncio.Event()
+        self._stop_requested = Flag()
         self._deadline: asyncio.Timeout | None = None
         self._draining = False  # the pump is inside `_drain` (a stop then settles the outcome at once)
         self._last_checkpoint = 0.0
