@@ -1,4 +1,4 @@
-"""Relay throughput: concurrent streams direct then through the proxy, with each side's CPU per token.
+"""Relay throughput: concurrent streams direct and through the proxy in turn, with each side's CPU per token.
 
 The direct side's CPU is this process's (`time.process_time()`, every thread): the lmstudio SDK
 receiving fragments, the same work the proxy's SDK client does for each token. The proxy's CPU
@@ -15,41 +15,51 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.bench.clients import Clients, Side
+from proxy.bench.clients import Clients
 from proxy.bench.errors import BenchError
 from proxy.bench.processes import Child
-from proxy.bench.settings import MIN_RELAY_SECONDS
+from proxy.bench.settings import MIN_RELAY_ROUNDS, MIN_RELAY_SECONDS
 from proxy.bench.stats import per_token_us
+from proxy.bench.streams import Sample
 
 
 async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, Any]:
-    """`count` concurrent streams, direct then through the proxy, in as many rounds as fill MIN_RELAY_SECONDS.
+    """`count` concurrent streams, a direct batch and a proxy batch in turn, until each side has
+    streamed MIN_RELAY_SECONDS over at least MIN_RELAY_ROUNDS batches.
 
+    Alternating, not all direct then all proxy: whatever else slows the machine for a while (the
+    machines are shared) then falls on both sides alike, and the ratio moves far less between runs.
     A failure of the proxy here is a finding, not the end of the run: it is reported in the row.
     """
-    c.say(f"relay: {count} stream(s) x {tokens} tokens, direct then proxy")
+    c.say(f"relay: {count} stream(s) x {tokens} tokens, direct and proxy batches in turn")
     result: dict[str, Any] = {"streams": count, "proxy": None, "ratio": None, "proxy_error": None}
     result["proxy_own_cpu_us_per_token"] = None
-    cpu_before = time.process_time()
-    result["direct"], rounds = await _side(c, "direct", count, tokens, 0)
-    client_cpu = time.process_time() - cpu_before
-    result["direct"]["client_cpu_seconds"] = round(client_cpu, 3)
-    result["direct"]["client_cpu_us_per_token"] = per_token_us(client_cpu, result["direct"]["tokens"])
-    cpu_before, client_before = proxy.cpu_seconds(), time.process_time()
-    try:
-        result["proxy"], _ = await _side(c, "raw", count, tokens, rounds)
-    except BenchError as exc:
-        result["proxy_error"] = str(exc)
-        await c.wait_proxy_idle()
-    else:
-        cpu = proxy.cpu_seconds() - cpu_before
-        client_cpu = time.process_time() - client_before
-        result["proxy"]["client_cpu_seconds"] = round(client_cpu, 3)
-        result["proxy"]["client_cpu_us_per_token"] = per_token_us(client_cpu, result["proxy"]["tokens"])
-        seconds, relayed = result["proxy"]["seconds"], result["proxy"]["tokens"]
-        result["proxy_cpu_seconds"] = round(cpu, 3)
-        result["proxy_cpu_us_per_token"] = per_token_us(cpu, relayed)
-        result["proxy_cpu_busy"] = round(cpu / seconds, 3)
+    direct, through = _Side(), _Side()
+    rounds = 0
+    while rounds < MIN_RELAY_ROUNDS or min(direct.seconds, through.seconds) < MIN_RELAY_SECONDS:
+        tag = f"relay{count}.{rounds}"
+        client_before = time.process_time()
+        started = time.perf_counter()
+        samples = await c.batch("direct", count, tokens, tag)
+        direct.add(time.perf_counter() - started, samples, time.process_time() - client_before)
+        cpu_before, client_before = proxy.cpu_seconds(), time.process_time()
+        started = time.perf_counter()
+        try:
+            samples = await c.batch("raw", count, tokens, tag)
+        except BenchError as exc:
+            result["proxy_error"] = str(exc)
+            await c.wait_proxy_idle()
+            break
+        through.add(time.perf_counter() - started, samples, time.process_time() - client_before)
+        through.server_cpu += proxy.cpu_seconds() - cpu_before
+        rounds += 1
+    result["direct"] = direct.row()
+    if result["proxy_error"] is None:
+        result["proxy"] = through.row()
+        relayed = through.tokens
+        result["proxy_cpu_seconds"] = round(through.server_cpu, 3)
+        result["proxy_cpu_us_per_token"] = per_token_us(through.server_cpu, relayed)
+        result["proxy_cpu_busy"] = round(through.server_cpu / through.seconds, 3)
         result["ratio"] = round(result["proxy"]["tokens_per_second"] / result["direct"]["tokens_per_second"], 3)
         direct_us = result["direct"]["client_cpu_us_per_token"]
         if result["proxy_cpu_us_per_token"] is not None and direct_us is not None:
@@ -59,13 +69,25 @@ async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, 
     return result
 
 
-async def _side(c: Clients, side: Side, count: int, tokens: int, rounds: int) -> tuple[dict[str, Any], int]:
-    """Batches of `count` streams: `rounds` of them, or (rounds=0) as many as fill MIN_RELAY_SECONDS."""
-    received, seconds, done = 0, 0.0, 0
-    while done < rounds or (not rounds and seconds < MIN_RELAY_SECONDS):
-        started = time.perf_counter()
-        samples = await c.batch(side, count, tokens, f"relay{count}.{done}")
-        seconds += time.perf_counter() - started
-        received += sum(s.tokens for s in samples)
-        done += 1
-    return {"tokens": received, "seconds": round(seconds, 4), "tokens_per_second": round(received / seconds)}, done
+class _Side:
+    """One side's sums over its batches: wall time, tokens, this process's CPU (and the proxy's)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.tokens = 0
+        self.client_cpu = 0.0
+        self.server_cpu = 0.0
+
+    def add(self, seconds: float, samples: list[Sample], client_cpu: float) -> None:
+        self.seconds += seconds
+        self.tokens += sum(s.tokens for s in samples)
+        self.client_cpu += client_cpu
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 4),
+            "tokens_per_second": round(self.tokens / self.seconds) if self.seconds else 0,
+            "client_cpu_seconds": round(self.client_cpu, 3),
+            "client_cpu_us_per_token": per_token_us(self.client_cpu, self.tokens),
+        }
