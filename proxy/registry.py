@@ -18,10 +18,13 @@ from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 
 WRITE_INTERVAL = 0.002  # at most one SSE write per stream per 2 ms while tokens stream faster than that
-WRITES_PER_SECOND = 2000  # with many streams, the interval grows so all of them together stay near this
-# But text never waits longer than this. 128 streams at full speed wait 64 ms (about 16 writes a
-# second, still smooth to a reader); 25 ms spent a third of the proxy's CPU per token on writes there
-# (issue 18). A real model's tokens come further apart than the interval: they never wait.
+# With many streams the interval grows so that all of them together make about this many writes a
+# second (a socket write is the largest cost per token the proxy controls: ~35 µs on a VM), and text
+# never waits longer than MAX_WRITE_INTERVAL: 32 streams at full speed wait 32 ms, 100 or more
+# 100 ms, ten writes a second, still smooth to a reader. A real model's tokens come further apart
+# than the interval and never wait. Measured (issue 18, bench alternated): 2000 writes a second and
+# a 25 ms cap spent a third of the proxy's own CPU per token on writes at 128 streams.
+WRITES_PER_SECOND = 1000
 MAX_WRITE_INTERVAL = 0.1
 
 
