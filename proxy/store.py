@@ -763,22 +763,27 @@ class Store:
         metadata: dict[str, Any] | None = None,
         response_id: str | None = None,
     ) -> str:
-        mid = new_id("msg")
         ts = now_iso()
+        mid = self._insert_message(thread_id, role, content, metadata, response_id, ts)
+        self.db.execute("UPDATE threads SET last_message_at = ?, updated_at = ? WHERE id = ?", (ts, ts, thread_id))
+        return mid
+
+    def _insert_message(
+        self,
+        thread_id: str,
+        role: str,
+        content: str,
+        metadata: dict[str, Any] | None,
+        response_id: str | None,
+        ts: str,
+    ) -> str:
+        """The message row alone: the caller updates the thread's `last_message_at`."""
+        mid = new_id("msg")
         self.db.execute(
             "INSERT INTO messages (id, thread_id, role, content, metadata, response_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                mid,
-                thread_id,
-                role,
-                content,
-                json.dumps(metadata or {}),
-                response_id,
-                ts,
-            ),
+            (mid, thread_id, role, content, json.dumps(metadata or {}), response_id, ts),
         )
-        self.db.execute("UPDATE threads SET last_message_at = ?, updated_at = ? WHERE id = ?", (ts, ts, thread_id))
         return mid
 
     @_guarded
@@ -887,11 +892,20 @@ class Store:
                     f" AND seq {'>=' if inclusive else '>'} (SELECT seq FROM messages WHERE id = ?)",
                     (now_iso(), rid, thread_id, message_id),
                 )
+            # One UPDATE of the thread for all of it, not one per message and one for the model:
+            # this transaction is on the way to the first token (issue 18).
+            ts = now_iso()
             ids = [
-                self.add_message(thread_id, item[0], item[1], item[2] if len(item) > 2 else None, response_id=rid)
+                self._insert_message(thread_id, item[0], item[1], item[2] if len(item) > 2 else None, rid, ts)
                 for item in inputs
             ]
-            self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
+            if ids:
+                self.db.execute(
+                    "UPDATE threads SET last_model_used = ?, last_message_at = ?, updated_at = ? WHERE id = ?",
+                    (model, ts, ts, thread_id),
+                )
+            else:
+                self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
             self.db.execute(
                 "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at,"
                 " replica_id, thread_created, accepted_epoch)"

@@ -324,11 +324,14 @@ def test_begin_response_creates_thread_messages_and_an_in_progress_row(store: St
     assert row["status"] == "in_progress" and row["user_message_id"] == mids[0] and row["thread_id"] == tid
 
     store.finish_response(rid, status="completed", usage=USAGE, duration=0.1, text="hi")
-    tid2, rid2, _, created2 = store.begin_response(OWNER, tid, "model-b", [("user", "again")], None)
+    tid2, rid2, mids2, created2 = store.begin_response(OWNER, tid, "model-b", [("user", "again")], None)
     assert (tid2, created2) == (tid, False) and rid2 != rid
     assert [(r, t) for r, t, _ in store.history(tid)] == [("user", "hello"), ("assistant", "hi"), ("user", "again")]
     thread = store.get_thread(tid)
     assert thread is not None and thread["last_model_used"] == "model-b"
+    # One UPDATE of the thread per request (model and times together): it is the new message's time.
+    latest = store.get_message(tid, mids2[0])
+    assert latest is not None and thread["last_message_at"] == thread["updated_at"] == latest["created_at"]
 
 
 def test_completed_response_after_checkpoints(store: Store) -> None:
