@@ -899,13 +899,12 @@ class Store:
                 self._insert_message(thread_id, item[0], item[1], item[2] if len(item) > 2 else None, rid, ts)
                 for item in inputs
             ]
-            if ids:
-                self.db.execute(
-                    "UPDATE threads SET last_model_used = ?, last_message_at = ?, updated_at = ? WHERE id = ?",
-                    (model, ts, ts, thread_id),
-                )
-            else:
-                self.db.execute("UPDATE threads SET last_model_used = ? WHERE id = ?", (model, thread_id))
+            moved = ts if ids else None  # no message: the thread's times stay
+            self.db.execute(
+                "UPDATE threads SET last_model_used = ?, last_message_at = COALESCE(?, last_message_at),"
+                " updated_at = COALESCE(?, updated_at) WHERE id = ?",
+                (model, moved, moved, thread_id),
+            )
             self.db.execute(
                 "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at,"
                 " replica_id, thread_created, accepted_epoch)"

@@ -15,12 +15,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from proxy.bench.clients import Clients
+from proxy.bench.clients import Clients, Side
 from proxy.bench.errors import BenchError
 from proxy.bench.processes import Child
 from proxy.bench.settings import MIN_RELAY_ROUNDS, MIN_RELAY_SECONDS
 from proxy.bench.stats import per_token_us
-from proxy.bench.streams import Sample
 
 
 async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, Any]:
@@ -38,19 +37,14 @@ async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, 
     rounds = 0
     while rounds < MIN_RELAY_ROUNDS or min(direct.seconds, through.seconds) < MIN_RELAY_SECONDS:
         tag = f"relay{count}.{rounds}"
-        client_before = time.process_time()
-        started = time.perf_counter()
-        samples = await c.batch("direct", count, tokens, tag)
-        direct.add(time.perf_counter() - started, samples, time.process_time() - client_before)
-        cpu_before, client_before = proxy.cpu_seconds(), time.process_time()
-        started = time.perf_counter()
+        await direct.batch(c, "direct", count, tokens, tag)
+        cpu_before = proxy.cpu_seconds()
         try:
-            samples = await c.batch("raw", count, tokens, tag)
+            await through.batch(c, "raw", count, tokens, tag)
         except BenchError as exc:
             result["proxy_error"] = str(exc)
             await c.wait_proxy_idle()
             break
-        through.add(time.perf_counter() - started, samples, time.process_time() - client_before)
         through.server_cpu += proxy.cpu_seconds() - cpu_before
         rounds += 1
     result["direct"] = direct.row()
@@ -78,16 +72,19 @@ class _Side:
         self.client_cpu = 0.0
         self.server_cpu = 0.0
 
-    def add(self, seconds: float, samples: list[Sample], client_cpu: float) -> None:
-        self.seconds += seconds
+    async def batch(self, c: Clients, side: Side, count: int, tokens: int, tag: str) -> None:
+        """One batch of `count` streams on this side, added to the sums."""
+        client_before, started = time.process_time(), time.perf_counter()
+        samples = await c.batch(side, count, tokens, tag)
+        self.seconds += time.perf_counter() - started
         self.tokens += sum(s.tokens for s in samples)
-        self.client_cpu += client_cpu
+        self.client_cpu += time.process_time() - client_before
 
     def row(self) -> dict[str, Any]:
         return {
             "tokens": self.tokens,
             "seconds": round(self.seconds, 4),
-            "tokens_per_second": round(self.tokens / self.seconds) if self.seconds else 0,
+            "tokens_per_second": round(self.tokens / self.seconds),
             "client_cpu_seconds": round(self.client_cpu, 3),
             "client_cpu_us_per_token": per_token_us(self.client_cpu, self.tokens),
         }
