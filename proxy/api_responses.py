@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from proxy.accept import accept
-from proxy.errors import InsufficientPermissions
+from proxy.errors import InsufficientPermissions, ResourceNotFound
 from proxy.files import files_of
 from proxy.outcomes import usage_json
 from proxy.relay import EventStream
@@ -146,10 +146,13 @@ async def cancel_stream(request: Request) -> Response:
     proxy = proxy_of(request)
     owner = proxy.auth.owner(request)
     thread_id = request.path_params["thread_id"]
-    thread = proxy.store.get_thread(thread_id)
-    if thread is not None and thread["owner"] != owner:
-        raise InsufficientPermissions("You don't have permission to cancel this stream")
-    return JSONResponse(await proxy.registry.cancel(thread_id, owner))
+    try:  # the registry checks a running stream's owner itself: no store read before the stop
+        return JSONResponse(await proxy.registry.cancel(thread_id, owner))
+    except ResourceNotFound:
+        thread = proxy.store.get_thread(thread_id)
+        if thread is not None and thread["owner"] != owner:  # someone else's thread: 403, as for a running one
+            raise InsufficientPermissions("You don't have permission to cancel this stream") from None
+        raise
 
 
 @api.get(
