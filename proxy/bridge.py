@@ -53,12 +53,13 @@ START_HINT = (
 )
 
 
-#: Called right after a message LM Studio acts on at once (a prediction, a cancel): the kernel
-#: often wakes LM Studio on the proxy's own core, where it would wait for whatever the proxy does
-#: next (the cancel's store commit and answer, the response's first events), about a millisecond
-#: on a busy machine. `os.sched_yield` lets it run first; where the OS has none (Windows), nothing.
-#: Measured with `lmstudio-proxy bench`: cancel → LM Studio p50 2.2 → 0.7 ms (the cancel's own
-#: answer comes ~0.5 ms later), TTFT overhead p50 0.7 → 0.3 ms. Never in the per-token path.
+#: Called right after the cancel is sent: the kernel often wakes LM Studio on the proxy's own
+#: core, where it would wait for what the proxy does next (the store commit, the cancel's
+#: answer), about a millisecond on a busy machine. `os.sched_yield` lets it read the cancel
+#: first; where the OS has none (Windows), nothing. Measured with `lmstudio-proxy bench`:
+#: cancel → LM Studio p50 2.0 to 2.3 ms → 0.4 to 0.7 ms; the cancel's answer comes up to 0.5 ms later.
+#: Not after starting a prediction: there it helped the first token in some runs and cost it in
+#: others (±0.3 ms).
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
@@ -417,7 +418,6 @@ class Bridge:
             return stream
 
         stream = await self._call("starting the prediction", start, self.config.connect_timeout_seconds)
-        _yield_cpu()  # LM Studio starts on it at once: see `_yield_cpu`
         return Prediction(stream, self.lost)
 
     async def complete(

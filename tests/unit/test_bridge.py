@@ -1,11 +1,10 @@
-"""The bridge hands the CPU to LM Studio right after a message it acts on at once (a prediction, a cancel)."""
+"""`Prediction.cancel`: the cancel goes out once, then the proxy hands the CPU to LM Studio once."""
 
 from __future__ import annotations
 
 import pytest
 
 from proxy import bridge
-from proxy.config import LMStudioConfig
 
 
 class _Stream:
@@ -39,32 +38,3 @@ async def test_a_failed_cancel_does_not_yield(log: list[str]) -> None:
     prediction = bridge.Prediction(_Stream(log, fail=True), on_lost=lambda: None)
     await prediction.cancel()  # never raises: the drain that follows reports the problem
     assert log == [] and prediction.cancel_sent
-
-
-class _Handle:
-    """A model handle whose `respond_stream` returns a stream that records its start."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    async def respond_stream(self, history: object, config: object) -> _Stream:
-        stream = _Stream(self.log)
-
-        async def start() -> None:
-            self.log.append("prediction sent")
-
-        stream.start = start  # type: ignore[attr-defined]
-        return stream
-
-
-async def test_predict_yields_the_cpu_once_the_prediction_is_sent(
-    log: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    b = bridge.Bridge(LMStudioConfig(), host="127.0.0.1:9")
-
-    async def client() -> object:
-        return object()
-
-    monkeypatch.setattr(b, "client", client)
-    await b.predict(_Handle(log), [{"role": "user", "content": "hi"}], {})
-    assert log == ["prediction sent", "cpu yielded"]
