@@ -56,10 +56,10 @@ START_HINT = (
 #: Called right after the cancel is sent: the kernel often wakes LM Studio on the proxy's own
 #: core, where it would wait for what the proxy does next (the store commit, the cancel's
 #: answer), about a millisecond on a busy machine. `os.sched_yield` lets it read the cancel
-#: first; where the OS has none (Windows), nothing. Measured with `lmstudio-proxy bench`:
-#: cancel → LM Studio p50 2.0 to 2.3 ms → 0.4 to 0.7 ms; the cancel's answer comes up to 0.5 ms later.
-#: Not after starting a prediction: there it helped the first token in some runs and cost it in
-#: others (±0.3 ms).
+#: first; where the OS has none (Windows), nothing. `lmstudio-proxy bench`, alternated runs:
+#: cancel → LM Studio p50 1.0 to 2.4 ms before, 0.4 to 0.9 ms after; the cancel's own answer
+#: comes up to 0.5 ms later. Not after starting a prediction: there it helped the first token
+#: in some runs and cost it in others (±0.3 ms).
 _yield_cpu: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
