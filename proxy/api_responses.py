@@ -19,7 +19,7 @@ from proxy.render import OUTPUT_MODES
 from proxy.routing import Endpoints, Operation
 from proxy.state import proxy_of
 from proxy.store import now_iso
-from proxy.streams import ActiveStream
+from proxy.streams import NOT_YOUR_STREAM, ActiveStream
 from proxy.wire import bodies
 from proxy.wire.decode import decode_create, decode_query
 from proxy.wire.events import STREAM_DESCRIPTION
@@ -151,7 +151,7 @@ async def cancel_stream(request: Request) -> Response:
     except ResourceNotFound:
         thread = proxy.store.get_thread(thread_id)
         if thread is not None and thread["owner"] != owner:  # someone else's thread: 403, as for a running one
-            raise InsufficientPermissions("You don't have permission to cancel this stream") from None
+            raise InsufficientPermissions(NOT_YOUR_STREAM) from None
         raise
 
 

@@ -13,7 +13,7 @@ from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlread
 from proxy.metrics import Metrics
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
-from proxy.streams import NO_ACTIVE_STREAM, ActiveStream
+from proxy.streams import NO_ACTIVE_STREAM, NOT_YOUR_STREAM, ActiveStream
 from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 
@@ -165,13 +165,13 @@ class StreamRegistry:
         stream = self.streams.get(thread_id)
         if stream is not None:
             if stream.spec.owner != owner:
-                raise InsufficientPermissions("You don't have permission to cancel this stream")
+                raise InsufficientPermissions(NOT_YOUR_STREAM)
             return await stream.cancel()
         ended = self._ended.get(thread_id)
         if ended is None or ended.expires < time.monotonic():
             raise ResourceNotFound(NO_ACTIVE_STREAM)
         if ended.owner != owner:
-            raise InsufficientPermissions("You don't have permission to cancel this stream")
+            raise InsufficientPermissions(NOT_YOUR_STREAM)
         if ended.body is None:
             # The client disconnected first (as the seed's Stop button does), then cancelled.
             mode, body = self.cancel_result(ended.stop_elapsed, tools_ran=ended.tools_ran)

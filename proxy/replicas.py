@@ -53,7 +53,7 @@ from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
 from proxy.spec import StreamSpec
 from proxy.store import ENDED_CHANNEL, STOP_CHANNEL, Store, Usage, new_id
-from proxy.streams import NO_ACTIVE_STREAM, ActiveStream
+from proxy.streams import NO_ACTIVE_STREAM, NOT_YOUR_STREAM, ActiveStream
 from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 
@@ -192,7 +192,7 @@ class ReplicaRegistry(StreamRegistry):
             if ticket.kind == "missing":
                 raise ResourceNotFound(NO_ACTIVE_STREAM)
             if ticket.kind == "forbidden":
-                raise InsufficientPermissions("You don't have permission to cancel this stream")
+                raise InsufficientPermissions(NOT_YOUR_STREAM)
             if ticket.late_mode is not None:
                 self.metrics.cancels.labels(ticket.late_mode).inc()
             if ticket.kind == "answered":

@@ -53,6 +53,7 @@ log = logging.getLogger("proxy.streams")
 CHECKPOINT_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 5.0  # how much longer than the drain a cancel waits for the outcome
 NO_ACTIVE_STREAM = "No active stream found for this thread"
+NOT_YOUR_STREAM = "You don't have permission to cancel this stream"
 
 
 class Host(Protocol):
