@@ -57,12 +57,13 @@ class EventStream:
                 # Tokens are arriving faster than one write per interval: let a few more
                 # gather so they share one socket write (real LM Studio speeds never wait here).
                 # Nothing is taken before the wait: what arrives meanwhile joins the same events.
-                await asyncio.sleep(interval - since)
+                # The stream's end cuts the pause short: its last text and terminal event go at once.
+                await outbox.pause(interval - since)
             batch = outbox.take_nowait()
             if not batch:
                 break  # closed, and everything was written
             metrics.relay.observe(time.perf_counter() - outbox.pending_since)
-            if batch[0]["event"] in TEXT_EVENTS:
+            if any(event["event"] in TEXT_EVENTS for event in batch):  # also behind `response.created`
                 last_write = loop.time()
             stream.last_sent = loop.time()
             chunk = sse.frames(batch)

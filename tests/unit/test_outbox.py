@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
 
 from proxy.outbox import Outbox
@@ -143,3 +144,54 @@ def test_a_slow_reader_gets_one_delta_with_all_the_text() -> None:
         box.push_text(DELTA, "delta", part)
     box.push(_event({"event": "response.completed"}))
     assert box.take_nowait() == [{"event": "response.created"}, delta("".join(parts)), {"event": "response.completed"}]
+
+
+async def _pause_when_waiting(box: Outbox, seconds: float) -> asyncio.Task[None]:
+    """A task blocked inside `box.pause(seconds)` (as `_take_when_waiting`)."""
+    waiting = asyncio.Event()
+
+    async def pause() -> None:
+        waiting.set()
+        await box.pause(seconds)
+
+    task = asyncio.create_task(pause())
+    await waiting.wait()
+    return task
+
+
+async def test_close_ends_a_pause_at_once() -> None:
+    # The SSE writer's pause between two writes of text must not hold back a stream's end.
+    box = Outbox()
+    task = await _pause_when_waiting(box, 3600)
+    assert not task.done()
+    box.close()
+    async with asyncio.timeout(10):  # a bound for a broken build only: the close wakes it in one step
+        await task
+
+
+async def test_a_pause_on_a_closed_outbox_returns_at_once() -> None:
+    box = Outbox()
+    box.close()
+    async with asyncio.timeout(10):
+        await box.pause(3600)
+
+
+async def test_a_pause_ends_by_itself_and_a_later_close_is_harmless() -> None:
+    box = Outbox()
+    task = await _pause_when_waiting(box, 0.001)
+    await task  # its own timer ended it
+    box.push_text(DELTA, "delta", "x")
+    box.close()
+    assert box.take_nowait() == [delta("x")] and box.closed
+
+
+async def test_a_cancelled_pause_leaves_the_outbox_usable() -> None:
+    box = Outbox()
+    task = await _pause_when_waiting(box, 3600)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    second = await _pause_when_waiting(box, 3600)
+    box.close()
+    async with asyncio.timeout(10):
+        await second

@@ -1,0 +1,74 @@
+"""The SSE writer (`EventStream._write`): fast text gathers between writes; a stream's end never waits.
+
+A fake stream and `send` (unit test): the writer's only collaborators are the outbox, the
+registry's write interval and metrics, and the ASGI `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from types import SimpleNamespace
+from typing import Any, cast
+
+from proxy import sse
+from proxy.outbox import Outbox
+from proxy.relay import EventStream
+
+HOUR = 3600.0  # a write interval no test may wait out: only the stream's end may cut it short
+
+
+class _WatchedOutbox(Outbox):
+    """An outbox that tells the test when the writer starts a pause."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = asyncio.Event()
+
+    async def pause(self, seconds: float) -> None:
+        self.paused.set()
+        await super().pause(seconds)
+
+
+def _stream(outbox: Outbox, interval: float) -> Any:
+    metrics = SimpleNamespace(relay=SimpleNamespace(observe=lambda seconds: None))
+    registry = SimpleNamespace(write_interval=interval, metrics=metrics)
+    return SimpleNamespace(outbox=outbox, registry=registry, last_sent=0.0)
+
+
+class _Send:
+    """The ASGI `send`: records each body and signals it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.sent = asyncio.Event()
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        self.bodies.append(message["body"])
+        self.sent.set()
+
+
+async def test_the_end_is_written_at_once_during_a_pause_after_created_and_text() -> None:
+    outbox = _WatchedOutbox()
+    send = _Send()
+    writer = asyncio.create_task(EventStream(cast(Any, _stream(outbox, HOUR)))._write(send))
+    created = {"event": "response.created", "response_id": "r"}
+    outbox.push(cast(Any, created))
+    outbox.push_text("response.content_delta", "delta", "a")
+    await send.sent.wait()  # the first text is written at once, behind `response.created`
+    assert send.bodies == [sse.frames([created, {"event": "response.content_delta", "delta": "a"}])]
+
+    # The next text waits for the interval: that write counted as text though it began with
+    # `response.created` (it did not, and every stream made a second write right away).
+    outbox.push_text("response.content_delta", "delta", "b")
+    async with asyncio.timeout(10):
+        await outbox.paused.wait()
+    assert len(send.bodies) == 1
+
+    completed = {"event": "response.completed", "response_id": "r"}
+    outbox.push(cast(Any, completed))
+    outbox.close()
+    async with asyncio.timeout(10):  # the interval is an hour: only the close can end the pause
+        await writer
+    end = sse.frames([{"event": "response.content_delta", "delta": "b"}, completed]) + sse.DONE
+    assert send.bodies[1:] == [end]
