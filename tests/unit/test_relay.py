@@ -55,7 +55,8 @@ async def test_the_end_is_written_at_once_during_a_pause_after_created_and_text(
     created = {"event": "response.created", "response_id": "r"}
     outbox.push(cast(Any, created))
     outbox.push_text("response.content_delta", "delta", "a")
-    await send.sent.wait()  # the first text is written at once, behind `response.created`
+    async with asyncio.timeout(10):
+        await send.sent.wait()  # the first text is written at once, behind `response.created`
     assert send.bodies == [sse.frames([created, {"event": "response.content_delta", "delta": "a"}])]
 
     # The next text waits for the interval: that write counted as text though it began with
