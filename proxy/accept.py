@@ -1,8 +1,10 @@
 """Accepting a create request: from a validated body to a registered, running stream.
 
-The one rule that matters here: everything that can fail or wait happens *before* anything
-is stored, and from the 409 check to `registry.start()` nothing awaits, so the check cannot
-go stale (two requests on one thread: exactly one runs).
+The one rule that matters here: everything that can fail or wait happens *before* the stream
+is registered, and from the 409 check to `registry.start()` nothing awaits, so the check cannot
+go stale (two requests on one thread: exactly one runs). With SQLite, the request's rows are
+stored by the stream right after LM Studio was sent the prediction (`ActiveStream.store_rows`);
+with PostgreSQL, here (the database's 409 comes before LM Studio is asked).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from proxy.errors import ResourceNotFound, ShuttingDown, ValidationError
 from proxy.files import FileStore
 from proxy.spec import StreamSpec
 from proxy.state import Proxy, owned
+from proxy.store import NewResponse, new_response
 from proxy.streams import ActiveStream
 from proxy.wire.requests import (
     NOT_SUPPORTED,
@@ -191,15 +194,20 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         for i, m in enumerate(req.inputs)
         if m.role != "system"
     ]
-    thread_id, response_id, message_ids, created = proxy.store.begin_response(
-        owner, thread_id or "", model, inputs, thread_fields, cut
-    )
+    rows = new_response(owner, thread_id or "", model, inputs, thread_fields, cut)
+    pending: NewResponse | None = rows
+    if proxy.store.shared:
+        # Replicas: the database's 409 (another replica runs this thread) must come before LM
+        # Studio is asked. One process: the registry is the 409, and the rows are stored by the
+        # stream once the prediction is on its way, so the commit overlaps LM Studio's work.
+        proxy.store.store_response(rows)
+        pending = None
     spec = StreamSpec(
         owner=owner,
-        thread_id=thread_id,
-        response_id=response_id,
-        message_ids=message_ids,
-        thread_created=created,
+        thread_id=rows.thread_id,
+        response_id=rows.response_id,
+        message_ids=rows.message_ids,
+        thread_created=rows.thread_created,
         model=model,
         messages=history.build(stored, req, handles),
         prediction_config=prediction_config(
@@ -210,5 +218,6 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         streaming=bool(req.stream),
         function_tools=function_tools,
         mcp_tools=mcp_tools,
+        rows=pending,
     )
     return proxy.registry.start(spec, backend)

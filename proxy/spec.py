@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxy.mcp_client import McpTool
+    from proxy.store import NewResponse
 
 
 @dataclass
@@ -30,3 +31,6 @@ class StreamSpec:
     # call to any other name is answered by the proxy with an error, so the model can recover.
     function_tools: frozenset[str] = frozenset()
     mcp_tools: dict[str, McpTool] = field(default_factory=dict)
+    # The request's rows, to store once LM Studio has been sent the prediction (the stream does
+    # it: `ActiveStream.store_rows`); None when they are stored already.
+    rows: NewResponse | None = None

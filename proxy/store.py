@@ -170,6 +170,39 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+@dataclass(frozen=True)
+class NewResponse:
+    """An accepted request's rows, with their ids, before they are stored (`Store.store_response`):
+    the proxy sends the prediction to LM Studio first, so the commit is not on the way to the
+    first token."""
+
+    owner: str
+    thread_id: str
+    thread_created: bool
+    response_id: str
+    message_ids: list[str]
+    model: str
+    inputs: list[tuple[str, str, dict[str, Any] | None]]  # (role, content, metadata)
+    thread_fields: dict[str, Any] | None
+    cut: tuple[str, bool] | None
+
+
+def new_response(
+    owner: str,
+    thread_id: str,
+    model: str,
+    inputs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any] | None]],
+    thread_fields: dict[str, Any] | None,
+    cut: tuple[str, bool] | None = None,
+) -> NewResponse:
+    """The rows of a request on `thread_id` (a new thread if empty), with new ids."""
+    items = [(item[0], item[1], item[2] if len(item) > 2 else None) for item in inputs]
+    return NewResponse(
+        owner, thread_id or new_id("thrd"), not thread_id, new_id("resp"), [new_id("msg") for _ in items], model,
+        items, thread_fields, cut,
+    )  # fmt: skip
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -501,6 +534,11 @@ class Store:
             raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
 
     @property
+    def shared(self) -> bool:
+        """PostgreSQL: other proxy processes (replicas) may use this database too."""
+        return self._pg is not None
+
+    @property
     def total_changes(self) -> int:
         return self.db.total_changes
 
@@ -620,9 +658,9 @@ class Store:
         return thread
 
     @_guarded
-    def insert_thread(self, owner: str, **fields: Any) -> str:
+    def insert_thread(self, owner: str, thread_id: str | None = None, **fields: Any) -> str:
         ts = now_iso()
-        tid = new_id("thrd")
+        tid = thread_id or new_id("thrd")
         self.db.execute(
             "INSERT INTO threads (id, owner, organization_id, title, metadata, assistant_id,"
             " visible_in_ui, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -776,9 +814,10 @@ class Store:
         metadata: dict[str, Any] | None,
         response_id: str | None,
         ts: str,
+        message_id: str | None = None,
     ) -> str:
         """The message row alone: the caller updates the thread's `last_message_at`."""
-        mid = new_id("msg")
+        mid = message_id or new_id("msg")
         self.db.execute(
             "INSERT INTO messages (id, thread_id, role, content, metadata, response_id, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -846,7 +885,6 @@ class Store:
 
     # -- responses (one per prediction) --------------------------------------------------
 
-    @_guarded
     def begin_response(
         self,
         owner: str,
@@ -856,37 +894,34 @@ class Store:
         thread_fields: dict[str, Any] | None,
         cut: tuple[str, bool] | None = None,
     ) -> tuple[str, str, list[str], bool]:
-        """Accept a request in one transaction: thread (created if `thread_id` is empty),
-        the input messages, and an `in_progress` response row.
+        """Accept a request in one transaction (`new_response`, then `store_response`).
 
         Returns (thread_id, response_id, message ids, whether the thread was created).
         """
-        rid = new_id("resp")
+        new = new_response(owner, thread_id, model, inputs, thread_fields, cut)
+        self.store_response(new)
+        return new.thread_id, new.response_id, new.message_ids, new.thread_created
+
+    @_guarded
+    def store_response(self, new: NewResponse) -> None:
+        """Store an accepted request in one transaction: its thread (if new), the input messages,
+        and an `in_progress` response row; with `new.cut`, the messages it replaces are soft-deleted."""
         try:
-            return self._begin_response(rid, owner, thread_id, model, inputs, thread_fields, cut)
+            self._store_response(new)
         except Exception as exc:  # PostgreSQL: another replica runs a response on this thread
             if engines.unique_violation(exc, "responses_one_running"):
                 raise StreamAlreadyActive(
-                    "A response is already streaming on this thread.", {"thread_id": thread_id}
+                    "A response is already streaming on this thread.", {"thread_id": new.thread_id}
                 ) from exc
             raise
 
-    def _begin_response(
-        self,
-        rid: str,
-        owner: str,
-        thread_id: str,
-        model: str,
-        inputs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any] | None]],
-        thread_fields: dict[str, Any] | None,
-        cut: tuple[str, bool] | None,
-    ) -> tuple[str, str, list[str], bool]:
+    def _store_response(self, new: NewResponse) -> None:
+        rid, thread_id = new.response_id, new.thread_id
         with self.transaction():
-            created = not thread_id
-            if created:
-                thread_id = self.insert_thread(owner, **(thread_fields or {}))
-            elif cut is not None:  # edit (from the message on), branch or reset (after it)
-                message_id, inclusive = cut
+            if new.thread_created:
+                self.insert_thread(new.owner, thread_id=thread_id, **(new.thread_fields or {}))
+            elif new.cut is not None:  # edit (from the message on), branch or reset (after it)
+                message_id, inclusive = new.cut
                 self.db.execute(
                     f"UPDATE messages SET deleted_at = ?, deleted_by = ? WHERE thread_id = ? AND deleted_at IS NULL"
                     f" AND seq {'>=' if inclusive else '>'} (SELECT seq FROM messages WHERE id = ?)",
@@ -895,23 +930,21 @@ class Store:
             # One UPDATE of the thread for all of it, not one per message and one for the model:
             # this transaction is on the way to the first token (issue 18).
             ts = now_iso()
-            ids = [
-                self._insert_message(thread_id, item[0], item[1], item[2] if len(item) > 2 else None, rid, ts)
-                for item in inputs
-            ]
-            moved = ts if ids else None  # no message: the thread's times stay
+            for mid, (role, content, metadata) in zip(new.message_ids, new.inputs, strict=True):
+                self._insert_message(thread_id, role, content, metadata, rid, ts, mid)
+            moved = ts if new.message_ids else None  # no message: the thread's times stay
             self.db.execute(
                 "UPDATE threads SET last_model_used = ?, last_message_at = COALESCE(?, last_message_at),"
                 " updated_at = COALESCE(?, updated_at) WHERE id = ?",
-                (model, moved, moved, thread_id),
+                (new.model, moved, moved, thread_id),
             )
             self.db.execute(
                 "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at,"
                 " replica_id, thread_created, accepted_epoch)"
                 f" VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, {self.dialect.clock})",
-                (rid, thread_id, owner, model, ids[-1] if ids else None, now_iso(), self.replica_id, int(created)),
-            )
-        return thread_id, rid, ids, created
+                (rid, thread_id, new.owner, new.model, new.message_ids[-1] if new.message_ids else None, now_iso(),
+                 self.replica_id, int(new.thread_created)),
+            )  # fmt: skip
 
     @_guarded
     def get_response(self, response_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,12 @@ How a stream ends (do not "fix" these without reading why):
   404. Both run on the one event loop, so there is no window in between.
 - The store change of an outcome is committed before its terminal SSE event is queued and
   before the cancel endpoint answers.
+- The request's own rows (thread, input messages, the `in_progress` response) are committed
+  by the pump right after LM Studio was sent the prediction (`store_rows`), so the commit
+  overlaps LM Studio's work instead of delaying the first token; the registry holds the
+  thread from acceptance on, and the handler starts the HTTP response only after the commit.
+  If that commit fails, the prediction is cancelled and the client gets the HTTP error, with
+  nothing stored.
 - Fragments go to the client through an `Outbox`, not a bounded queue that would block
   the pump: deltas that wait coalesce into one, so a slow reader costs memory bounded by
   the answer itself while LM Studio is still drained at full speed.
@@ -38,7 +44,7 @@ from typing import Any, Protocol
 from proxy import history, mcp_client, outcomes
 from proxy.bridge import Bridge, Prediction, ToolCall
 from proxy.config import Config
-from proxy.errors import BackendUnavailable, ProxyError, ResourceNotFound, StorageUnavailable
+from proxy.errors import BackendUnavailable, InternalError, ProxyError, ResourceNotFound, StorageUnavailable
 from proxy.flag import Flag
 from proxy.metrics import Metrics
 from proxy.outbox import Outbox
@@ -46,7 +52,7 @@ from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 from proxy.wire.bodies import ToolCall as ToolCallJson
-from proxy.wire.events import ResponseCreatedEvent, ToolCallBlock, ToolResultBlock
+from proxy.wire.events import ResponseCreatedEvent, StreamEvent, ToolCallBlock, ToolResultBlock
 
 log = logging.getLogger("proxy.streams")
 
@@ -54,6 +60,7 @@ CHECKPOINT_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 5.0  # how much longer than the drain a cancel waits for the outcome
 NO_ACTIVE_STREAM = "No active stream found for this thread"
 NOT_YOUR_STREAM = "You don't have permission to cancel this stream"
+STORE_FAILED = "The proxy could not store the request."
 
 
 class Host(Protocol):
@@ -120,6 +127,7 @@ class ActiveStream:
         self.last_sent = asyncio.get_running_loop().time()  # loop time of the last SSE write (heartbeats)
         self.lm_started = 0.0  # perf_counter() when LM Studio was first asked (load or predict)
         self.lm_finished = 0.0  # perf_counter() when LM Studio's part was over
+        self.unstored = False  # storing the request's rows failed: the outcome stores nothing
 
     # -- the caller's side ---------------------------------------------------------------
 
@@ -193,6 +201,19 @@ class ActiveStream:
         """The SSE client disconnected before the end: stop LM Studio, keep the partial text."""
         await self.request_cancel("disconnect")
 
+    def store_rows(self, store: Store) -> None:
+        """Store the request's rows (`spec.rows`), once: right after LM Studio was sent the
+        prediction, before a model load begins, or at the end if neither happened."""
+        rows = self.spec.rows
+        if rows is None:
+            return
+        self.spec.rows = None
+        try:
+            store.store_response(rows)
+        except BaseException:
+            self.unstored = True
+            raise
+
     # -- the pump ------------------------------------------------------------------------
 
     async def run(self, bridge: Bridge, store: Store) -> None:
@@ -206,6 +227,7 @@ class ActiveStream:
             handle = bridge.loaded_handle(self.spec.model)
             if handle is None:
                 await bridge.client()  # LM Studio unreachable: an HTTP 503, before any SSE is sent
+                self.store_rows(store)
                 self.sent.set()  # loading takes a while: the client sees its progress meanwhile
                 handle = await self._until_stopped(bridge.load(self.spec.model, self._on_load_progress))
             if handle is not None and not self._stop_requested.is_set():
@@ -253,6 +275,8 @@ class ActiveStream:
         try:
             for round_number in range(1, limits.max_rounds + 1):
                 self.prediction = await bridge.predict(handle, messages, s.prediction_config)
+                if s.rows is not None:
+                    await self._store_rows_after_send(self.prediction, store)
                 self.sent.set()
                 if round_number == 1:
                     self.outbox.push(self._created_event())
@@ -282,6 +306,15 @@ class ActiveStream:
         finally:
             if sessions is not None:
                 await sessions.aclose()
+
+    async def _store_rows_after_send(self, prediction: Prediction, store: Store) -> None:
+        """Store the rows while LM Studio starts on the prediction; if that fails, stop it."""
+        try:
+            self.store_rows(store)
+        except BaseException:
+            await prediction.cancel()
+            await prediction.aclose()
+            raise
 
     async def _run_tools(
         self, calls: list[ToolCallJson], sessions: mcp_client.Sessions, store: Store, last: bool
@@ -468,14 +501,25 @@ class ActiveStream:
     def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
         """Decide and commit the outcome, then queue the terminal event. Runs without awaiting."""
         s = self.spec
+        if s.rows is not None and not self.unstored:  # ended before LM Studio was sent anything
+            try:
+                self.store_rows(store)
+            except Exception as exc:
+                error = error or (exc if isinstance(exc, ProxyError) else InternalError(STORE_FAILED))
+                log.error("the request of %s is not stored: %s", s.response_id, exc)
         # Failed before the handler committed to SSE: the client gets an HTTP error instead,
         # so the outcome keeps nothing a retry would repeat.
         self.http_answer = not s.streaming or not self.committed
-        ended = outcomes.Ended(
-            s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
-            usage, error, self.http_answer, self.tool_calls, frozenset(self.answered_calls),
-        )  # fmt: skip
-        self.outcome, self.final, event = outcomes.record(store, ended)
+        if self.unstored:  # nothing of the request is stored, and nothing of its outcome will be
+            error = error or InternalError(STORE_FAILED)
+            self.outcome, self.final = "failed", outcomes.Final("failed", "", usage, error=error)
+            event: StreamEvent = outcomes.error_event(s.thread_id, error)
+        else:
+            ended = outcomes.Ended(
+                s, "".join(self.parts), "".join(self.reasoning), self.stop_reason, self.cancel_mode, self.elapsed(),
+                usage, error, self.http_answer, self.tool_calls, frozenset(self.answered_calls),
+            )  # fmt: skip
+            self.outcome, self.final, event = outcomes.record(store, ended)
         self.registry.finished(self, self.final.usage)
         self.outbox.push(event)
         self.outbox.close()
