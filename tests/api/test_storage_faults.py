@@ -17,7 +17,17 @@ from typing import Any
 
 import httpx
 import pytest
-from support import KEY, Harness, ProxyProcess, StreamReader, UrlClients, assert_well_terminated, deltas, make_config
+from support import (
+    KEY,
+    Harness,
+    ProxyProcess,
+    StreamReader,
+    UrlClients,
+    assert_well_terminated,
+    deltas,
+    make_config,
+    wait_until,
+)
 
 from proxy.background import BackgroundServer
 
@@ -138,10 +148,13 @@ def test_disk_full_refuses_new_work_and_records_running_streams(
     reader = StreamReader(UrlClients(proc.url), {"inputs": [{"role": "user", "content": "big [tokens=6000]"}]})
     reader.wait_deltas(3)
     _fill(small_disk)
-    assert proc.proc.stdout is not None
-    for line in proc.proc.stdout:  # the stream's next checkpoint (the only writer) hits the full disk
-        if "cannot be written: the disk is full" in line or "stream end" in line:
-            break
+    # The stream's next checkpoint (the only writer) hits the full disk. Read from what the
+    # ProxyProcess's own reader collects: a second reader of the pipe could miss the line, and
+    # then wait for ever (it did, once in a few runs).
+    wait_until(
+        lambda: any("cannot be written: the disk is full" in line or "stream end" in line for line in proc.output),
+        timeout=60,
+    )
     events = reader.join(60)
     assert assert_well_terminated(events)["event"] == "response.completed"  # recorded with the reserve
     _fill(small_disk)  # the reserve given back is free space for anyone: take it too
