@@ -885,20 +885,13 @@ class Store:
 
     # -- responses (one per prediction) --------------------------------------------------
 
-    def begin_response(
-        self,
-        owner: str,
-        thread_id: str,
-        model: str,
-        inputs: list[tuple[str, str]] | list[tuple[str, str, dict[str, Any] | None]],
-        thread_fields: dict[str, Any] | None,
-        cut: tuple[str, bool] | None = None,
-    ) -> tuple[str, str, list[str], bool]:
-        """Accept a request in one transaction (`new_response`, then `store_response`).
+    def begin_response(self, *args: Any, **kwargs: Any) -> tuple[str, str, list[str], bool]:
+        """`new_response(...)` (the same arguments), stored at once: for callers with no prediction
+        to send first (the tests, which store a request directly).
 
         Returns (thread_id, response_id, message ids, whether the thread was created).
         """
-        new = new_response(owner, thread_id, model, inputs, thread_fields, cut)
+        new = new_response(*args, **kwargs)
         self.store_response(new)
         return new.thread_id, new.response_id, new.message_ids, new.thread_created
 
