@@ -19,7 +19,7 @@ from proxy.errors import ResourceNotFound, ShuttingDown, ValidationError
 from proxy.files import FileStore
 from proxy.spec import StreamSpec
 from proxy.state import Proxy, owned
-from proxy.store import NewResponse, new_response
+from proxy.store import new_response
 from proxy.streams import ActiveStream
 from proxy.wire.requests import (
     NOT_SUPPORTED,
@@ -195,13 +195,11 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         if m.role != "system"
     ]
     rows = new_response(owner, thread_id or "", model, inputs, thread_fields, cut)
-    pending: NewResponse | None = rows
     if proxy.store.shared:
         # Replicas: the database's 409 (another replica runs this thread) must come before LM
         # Studio is asked. One process: the registry is the 409, and the rows are stored by the
         # stream once the prediction is on its way, so the commit overlaps LM Studio's work.
         proxy.store.store_response(rows)
-        pending = None
     spec = StreamSpec(
         owner=owner,
         thread_id=rows.thread_id,
@@ -218,6 +216,6 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         streaming=bool(req.stream),
         function_tools=function_tools,
         mcp_tools=mcp_tools,
-        rows=pending,
+        rows=None if proxy.store.shared else rows,
     )
     return proxy.registry.start(spec, backend)

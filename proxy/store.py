@@ -920,8 +920,8 @@ class Store:
                     f" AND seq {'>=' if inclusive else '>'} (SELECT seq FROM messages WHERE id = ?)",
                     (now_iso(), rid, thread_id, message_id),
                 )
-            # One UPDATE of the thread for all of it, not one per message and one for the model:
-            # this transaction is on the way to the first token (issue 18).
+            # One UPDATE of the thread for all of it, not one per message and one for the model
+            # (issue 18: with PostgreSQL this transaction is on the way to the first token).
             ts = now_iso()
             for mid, (role, content, metadata) in zip(new.message_ids, new.inputs, strict=True):
                 self._insert_message(thread_id, role, content, metadata, rid, ts, mid)
@@ -935,7 +935,7 @@ class Store:
                 "INSERT INTO responses (id, thread_id, owner, model, status, user_message_id, created_at,"
                 " replica_id, thread_created, accepted_epoch)"
                 f" VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, {self.dialect.clock})",
-                (rid, thread_id, new.owner, new.model, new.message_ids[-1] if new.message_ids else None, now_iso(),
+                (rid, thread_id, new.owner, new.model, new.message_ids[-1] if new.message_ids else None, ts,
                  self.replica_id, int(new.thread_created)),
             )  # fmt: skip
 

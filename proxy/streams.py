@@ -501,7 +501,7 @@ class ActiveStream:
     def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
         """Decide and commit the outcome, then queue the terminal event. Runs without awaiting."""
         s = self.spec
-        if s.rows is not None and not self.unstored:  # ended before LM Studio was sent anything
+        if s.rows is not None:  # ended before LM Studio was sent anything (a failed attempt set None)
             try:
                 self.store_rows(store)
             except Exception as exc:
