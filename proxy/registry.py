@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from proxy.errors import InsufficientPermissions, ResourceNotFound, StreamAlread
 from proxy.metrics import Metrics
 from proxy.spec import StreamSpec
 from proxy.store import Store, Usage
-from proxy.streams import NO_ACTIVE_STREAM, NOT_YOUR_STREAM, ActiveStream
+from proxy.streams import CHECKPOINT_SECONDS, NO_ACTIVE_STREAM, NOT_YOUR_STREAM, ActiveStream
 from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
+
+log = logging.getLogger("proxy.registry")
 
 # At most one SSE write per stream per 4 ms while tokens stream faster than that (over 250 a
 # second: a real model's tokens come further apart and never wait). Each write costs the proxy a
@@ -88,24 +91,37 @@ class StreamRegistry:
         loop = asyncio.get_running_loop()
         stream.task = loop.create_task(stream.run(backend.bridge, self.store), name=f"pump-{spec.response_id}")
         if self._ticker is None or self._ticker.done():
-            self._ticker = loop.create_task(self._heartbeats(), name="heartbeats")
+            self._ticker = loop.create_task(self._tick(), name="streams-tick")
         return stream
 
-    async def _heartbeats(self) -> None:
-        """One timer for all streams: a `response.heartbeat` after `heartbeat_seconds` of silence.
-
-        (A timeout around every wait for the next event cost more than this, per token.)
-        Runs while there are streams; `start()` brings it back.
-        """
-        interval = self.config.streaming.heartbeat_seconds
+    async def _tick(self) -> None:
+        """Runs `tick` while there are streams; `start()` brings it back."""
         loop = asyncio.get_running_loop()
         while self.streams:
-            await asyncio.sleep(min(interval / 4, 1.0))
-            now = loop.time()
-            for stream in list(self.streams.values()):
-                if stream.spec.streaming and not stream.outbox.closed and now - stream.last_sent >= interval:
-                    stream.last_sent = now
-                    stream.outbox.push({"event": "response.heartbeat", "thread_id": stream.thread_id})
+            await asyncio.sleep(min(self.config.streaming.heartbeat_seconds / 4, CHECKPOINT_SECONDS / 2))
+            self.tick(loop.time())
+
+    def tick(self, now: float) -> None:
+        """One timer for all streams (loop time `now`):
+
+        - a `response.heartbeat` after `heartbeat_seconds` of silence (a timeout around every
+          wait for the next event cost more than this, per token);
+        - the checkpoints: every stream due (`ActiveStream.checkpoint_due`) saved in one
+          transaction, not a commit per stream and second.
+        """
+        interval = self.config.streaming.heartbeat_seconds
+        due = []
+        for stream in list(self.streams.values()):
+            if stream.spec.streaming and not stream.outbox.closed and now - stream.last_sent >= interval:
+                stream.last_sent = now
+                stream.outbox.push({"event": "response.heartbeat", "thread_id": stream.thread_id})
+            if stream.checkpoint_due(now):
+                due.append(stream.checkpoint_row(now))
+        if due:
+            try:
+                self.store.checkpoints(due)  # a storage fault is logged there and returns False
+            except Exception:  # anything else must not end the heartbeats of every stream
+                log.exception("saving the running answers failed")
 
     def finished(self, stream: ActiveStream, usage: Usage) -> None:
         if self.streams.get(stream.thread_id) is stream:

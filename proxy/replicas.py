@@ -52,7 +52,7 @@ from proxy.errors import InsufficientPermissions, ProxyError, ResourceNotFound, 
 from proxy.metrics import Metrics
 from proxy.registry import StreamRegistry
 from proxy.spec import StreamSpec
-from proxy.store import ENDED_CHANNEL, STOP_CHANNEL, Store, Usage, new_id
+from proxy.store import ENDED_CHANNEL, STOP_CHANNEL, Checkpoint, Store, Usage, new_id
 from proxy.streams import NO_ACTIVE_STREAM, NOT_YOUR_STREAM, ActiveStream
 from proxy.wire.bodies import ActiveStream as ActiveStreamJson
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
@@ -74,11 +74,11 @@ class ReplicaStream(ActiveStream):
             self.registry.note(lambda store: store.note_stop(self.spec.response_id, reason, self.elapsed()))
         await super().request_cancel(reason)
 
-    def _checkpoint(self, now: float) -> None:
+    def checkpoint_row(self, now: float) -> Checkpoint:
         if self.tools_started and not self._tools_noted:
             self._tools_noted = True
             self.registry.note(lambda store: store.note_tools_ran(self.spec.response_id))
-        super()._checkpoint(now)
+        return super().checkpoint_row(now)
 
     def _finish(self, store: Store, usage: Usage, error: ProxyError | None) -> None:
         self.registry.claim(self)

@@ -170,6 +170,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+class Checkpoint(typing.NamedTuple):
+    """The partial answer of a running prediction, to save (`Store.checkpoints`)."""
+
+    response_id: str
+    thread_id: str
+    text: str
+    tool_calls: list[dict[str, Any]] | None
+
+
 @dataclass(frozen=True)
 class NewResponse:
     """An accepted request's rows, with their ids, before they are stored (`Store.store_response`):
@@ -948,29 +957,37 @@ class Store:
         self, response_id: str, thread_id: str, text: str, tool_calls: list[dict[str, Any]] | None = None
     ) -> bool:
         """Save the partial text (and the tool calls so far) of a running prediction, as an
-        in-progress assistant message: a crash keeps them.
+        in-progress assistant message: a crash keeps them. See `checkpoints`."""
+        return self.checkpoints([Checkpoint(response_id, thread_id, text, tool_calls)])
 
+    def checkpoints(self, saves: Sequence[Checkpoint]) -> bool:
+        """Save the partial answers of several running predictions in one transaction.
+
+        One commit for all of them: at 128 streams a commit per stream and second was 128
+        commits a second, each with its file checks, locks and WAL pages.
         False if the storage failed (logged once, not per call): this copy only serves crash
         recovery, and a stream that LM Studio can still finish must not stop for it.
         """
         try:
-            self._checkpoint(response_id, thread_id, text, tool_calls)
+            self._checkpoints(saves)
         except StorageUnavailable:
             return False
         return True
 
     @_guarded
-    def _checkpoint(self, response_id: str, thread_id: str, text: str, tool_calls: list[dict[str, Any]] | None) -> None:
-        row = self.db.execute("SELECT assistant_message_id FROM responses WHERE id = ?", (response_id,)).fetchone()
-        metadata: dict[str, Any] = {"in_progress": True, **({"tool_calls": tool_calls} if tool_calls else {})}
+    def _checkpoints(self, saves: Sequence[Checkpoint]) -> None:
         with self.transaction() as db:
-            if row is not None and row[0]:
-                db.execute(
-                    "UPDATE messages SET content = ?, metadata = ? WHERE id = ?", (text, json.dumps(metadata), row[0])
-                )
-            else:
-                mid = self.add_message(thread_id, "assistant", text, metadata, response_id=response_id)
-                db.execute("UPDATE responses SET assistant_message_id = ? WHERE id = ?", (mid, response_id))
+            for response_id, thread_id, text, tool_calls in saves:
+                row = db.execute("SELECT assistant_message_id FROM responses WHERE id = ?", (response_id,)).fetchone()
+                metadata: dict[str, Any] = {"in_progress": True, **({"tool_calls": tool_calls} if tool_calls else {})}
+                if row is not None and row[0]:
+                    db.execute(
+                        "UPDATE messages SET content = ?, metadata = ? WHERE id = ?",
+                        (text, json.dumps(metadata), row[0]),
+                    )
+                else:
+                    mid = self.add_message(thread_id, "assistant", text, metadata, response_id=response_id)
+                    db.execute("UPDATE responses SET assistant_message_id = ? WHERE id = ?", (mid, response_id))
 
     @_guarded
     def end_round(self, response_id: str, thread_id: str, text: str, metadata: dict[str, Any]) -> None:

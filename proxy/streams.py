@@ -49,13 +49,15 @@ from proxy.flag import Flag
 from proxy.metrics import Metrics
 from proxy.outbox import Outbox
 from proxy.spec import StreamSpec
-from proxy.store import Store, Usage
+from proxy.store import Checkpoint, Store, Usage
 from proxy.wire.bodies import CancelMode, CancelStreamResponse
 from proxy.wire.bodies import ToolCall as ToolCallJson
 from proxy.wire.events import ResponseCreatedEvent, StreamEvent, ToolCallBlock, ToolResultBlock
 
 log = logging.getLogger("proxy.streams")
 
+# A running answer is saved about this often (`checkpoint_due`): the registry's one timer saves
+# every stream that is due in one transaction (`StreamRegistry._tick`), not each stream its own.
 CHECKPOINT_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 5.0  # how much longer than the drain a cancel waits for the outcome
 NO_ACTIVE_STREAM = "No active stream found for this thread"
@@ -120,6 +122,7 @@ class ActiveStream:
         self._deadline: asyncio.Timeout | None = None
         self._draining = False  # the pump is inside `_drain` (a stop then settles the outcome at once)
         self._last_checkpoint = 0.0
+        self._unsaved = False  # text arrived since the last checkpoint
         self._load_reported = -1.0
         self.first_token_at: float | None = None
         self.silence_error: ProxyError | None = None  # set when LM Studio went silent mid-stream
@@ -413,6 +416,7 @@ class ActiveStream:
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
                         self.parts.append(fragment.content)
+                        self._unsaved = True
                         self.outbox.push_text("response.content_delta", "delta", fragment.content)
                     elif kind == "reasoning":
                         self.reasoning.append(fragment.content)
@@ -423,8 +427,6 @@ class ActiveStream:
                         self.outbox.push({"event": "reasoning.started", "thread_id": self.thread_id})
                     else:
                         self.outbox.push({"event": "reasoning.completed", "thread_id": self.thread_id})
-                    if now - self._last_checkpoint >= CHECKPOINT_SECONDS and kind == "content":
-                        self._checkpoint(now)
         except TimeoutError:
             log.warning(
                 "LM Studio did not finish the stream %s within the drain timeout after cancel",
@@ -460,11 +462,29 @@ class ActiveStream:
             self._deadline.reschedule(loop.time() + self.registry.config.cancel.drain_timeout_seconds)
         self._silence_cancel = loop.create_task(prediction.cancel())  # awaited by run()
 
-    def _checkpoint(self, now: float) -> None:
+    def checkpoint_due(self, now: float) -> bool:
+        """New text to save, CHECKPOINT_SECONDS after the last save (or the round's start), while
+        LM Studio generates it: not after a stop, whose outcome is already recorded."""
+        return (
+            self._unsaved
+            and self._draining
+            and now - self._last_checkpoint >= CHECKPOINT_SECONDS
+            and self.outcome is None
+            and not self._stop_requested.is_set()
+            and self.silence_error is None
+        )
+
+    def checkpoint_row(self, now: float) -> Checkpoint:
+        """What to save now (the caller saves it); the text so far becomes one string."""
         self._last_checkpoint = now
+        self._unsaved = False
         text = "".join(self.parts)
         self.parts = [text]  # one string, not one per token, for what came before (~50 B a token less)
-        self.registry.store.checkpoint(self.spec.response_id, self.thread_id, text, [dict(c) for c in self.tool_calls])
+        return Checkpoint(self.spec.response_id, self.thread_id, text, [dict(c) for c in self.tool_calls])
+
+    def _checkpoint(self, now: float) -> None:
+        """Save at once (a tool call, a tool about to run), not at the registry's next tick."""
+        self.registry.store.checkpoints([self.checkpoint_row(now)])
 
     def _on_load_progress(self, progress: float) -> None:
         # The SDK reports 100% for a model that is already loaded: not news for the client.
