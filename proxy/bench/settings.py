@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 MIN_RELAY_SECONDS = 2.0  # a throughput level alternates direct and proxy batches until each side has streamed this long
-MIN_RELAY_ROUNDS = 2  # and has run at least this many batches
+MIN_RELAY_ROUNDS = 4  # and has run at least this many batches (at 128 streams, 2 let one disturbed batch decide)
 TTFT_TOKENS = 8
 LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long before the end
 DELTAS_BEFORE_STOP = 3
