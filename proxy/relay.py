@@ -34,10 +34,11 @@ class EventStream:
 
     def __init__(self, stream: ActiveStream) -> None:
         self.stream = stream
+        self._last_write = 0.0  # loop time of the last write of text
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await respond(receive, send, self._write)
+            await respond(receive, send, self._write, self._write_ready)
         finally:
             # Also when the client left before the body started, or sending failed.
             if not self.stream.finished.is_set():
@@ -46,12 +47,10 @@ class EventStream:
     async def _write(self, send: Send) -> None:
         stream = self.stream
         outbox = stream.outbox
-        metrics = stream.registry.metrics
         loop = asyncio.get_running_loop()
-        last_write = 0.0
         while True:
             await outbox.wait()
-            since = loop.time() - last_write  # since the last write of text (the first never waits)
+            since = loop.time() - self._last_write  # since the last write of text (the first never waits)
             interval = stream.registry.write_interval
             if since < interval and not outbox.closed:
                 # Tokens are arriving faster than one write per interval: let a few more
@@ -59,28 +58,52 @@ class EventStream:
                 # Nothing is taken before the wait: what arrives meanwhile joins the same events.
                 # The stream's end cuts the pause short: its last text and terminal event go at once.
                 await outbox.pause(interval - since)
-            batch = outbox.take_nowait()
-            if not batch:
-                break  # closed, and everything was written
-            metrics.relay.observe(time.perf_counter() - outbox.pending_since)
-            if any(event["event"] in TEXT_EVENTS for event in batch):  # also behind `response.created`
-                last_write = loop.time()
-            stream.last_sent = loop.time()
-            chunk = sse.frames(batch)
-            if outbox.closed and outbox.empty:
-                await send({"type": "http.response.body", "body": chunk + sse.DONE, "more_body": False})
+            if not await self._write_ready(send):
                 return
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+
+    async def _write_ready(self, send: Send) -> bool:
+        """Write what is pending now, if anything; False once the body is complete (`[DONE]` sent).
+
+        Also called once right after the response headers, in the handler's own task: the first
+        token, already waiting when the handler answers, then leaves without waiting for the
+        writer task's first turn of the event loop.
+        """
+        stream = self.stream
+        outbox = stream.outbox
+        batch = outbox.take_nowait()
+        if not batch:
+            if not outbox.closed:
+                return True  # nothing yet
+            await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
+            return False
+        loop = asyncio.get_running_loop()
+        stream.registry.metrics.relay.observe(time.perf_counter() - outbox.pending_since)
+        if any(event["event"] in TEXT_EVENTS for event in batch):  # also behind `response.created`
+            self._last_write = loop.time()
+        stream.last_sent = loop.time()
+        chunk = sse.frames(batch)
+        if outbox.closed and outbox.empty:
+            await send({"type": "http.response.body", "body": chunk + sse.DONE, "more_body": False})
+            return False
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        return True
 
 
-async def respond(receive: Receive, send: Send, write: Callable[[Send], Awaitable[None]]) -> None:
+async def respond(
+    receive: Receive,
+    send: Send,
+    write: Callable[[Send], Awaitable[None]],
+    first: Callable[[Send], Awaitable[bool]] | None = None,
+) -> None:
     """Send an SSE response whose body `write` sends, until it ends or the client disconnects.
 
+    `first`, if given, writes what is ready right after the headers (False: the body is complete).
     A second task watches for the disconnect, so the body stops at once when the client goes,
     not at its next write; the caller's `finally` then stops what produced the events.
     """
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    if first is not None and not await first(send):
+        return
     writer = asyncio.ensure_future(write(send))
     watcher = asyncio.ensure_future(_disconnected(receive))
     try:

@@ -51,7 +51,8 @@ class _Held:
 def _saved(store: Store, stream: ActiveStream) -> list[tuple[str, bool]]:
     """The stream's assistant message as stored: (content, in progress)."""
     page = store.list_messages(stream.thread_id, limit=10, order="asc", after=None, before=None).rows
-    return [(m["content"], bool((m.get("metadata") or {}).get("in_progress"))) for m in page if m["role"] == "assistant"]
+    mine = [m for m in page if m["role"] == "assistant"]
+    return [(m["content"], bool((m.get("metadata") or {}).get("in_progress"))) for m in mine]
 
 
 async def _running(store: Store, count: int, texts: list[str]) -> tuple[list[ActiveStream], list[_Held], list[Any]]:

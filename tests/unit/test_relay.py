@@ -73,3 +73,38 @@ async def test_the_end_is_written_at_once_during_a_pause_after_created_and_text(
         await writer
     end = sse.frames([{"event": "response.content_delta", "delta": "b"}, completed]) + sse.DONE
     assert send.bodies[1:] == [end]
+
+
+async def test_the_first_batch_leaves_with_the_headers_in_the_handlers_own_task() -> None:
+    # The handler answers once LM Studio's first token is in the outbox: it goes out right after
+    # the headers, without waiting for the writer task's first turn of the event loop.
+    outbox = Outbox()
+    outbox.push_text("response.content_delta", "delta", "first")
+    stream = _stream(outbox, HOUR)
+    stream.finished = SimpleNamespace(is_set=lambda: True)
+    handler = asyncio.current_task()
+    sent: list[tuple[str, bytes, bool]] = []
+    first_body = asyncio.Event()
+    disconnect = asyncio.Event()
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append((message["type"], message["body"], asyncio.current_task() is handler))
+            first_body.set()
+        else:
+            sent.append((message["type"], b"", asyncio.current_task() is handler))
+
+    async def receive() -> dict[str, Any]:
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def leave_after_the_first_body() -> None:
+        await first_body.wait()
+        disconnect.set()
+
+    leaving = asyncio.ensure_future(leave_after_the_first_body())
+    async with asyncio.timeout(10):
+        await EventStream(cast(Any, stream))({"type": "http"}, receive, send)
+    await leaving
+    body = sse.frames([{"event": "response.content_delta", "delta": "first"}])
+    assert sent[:2] == [("http.response.start", b"", True), ("http.response.body", body, True)]
