@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from proxy import registry as registry_module
 from proxy import streams as streams_module
 from proxy.bridge import Fragment
 from proxy.store import Checkpoint, Store, Usage
@@ -97,11 +98,11 @@ async def test_the_pump_never_saves_and_one_tick_saves_every_due_stream_in_one_t
     assert all(_saved(store, s) == [] for s in streams)
 
     registry = streams[0].registry
-    registry.tick(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
+    await registry.save_running(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
     assert len(calls) == 1 and sorted(c.response_id for c in calls[0]) == sorted(s.spec.response_id for s in streams)
     assert all(_saved(store, s) == [("Hello", True)] for s in streams)
 
-    registry.tick(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
+    await registry.save_running(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
     assert len(calls) == 1  # nothing new arrived: nothing to save
 
     await _end(predictions, tasks)
@@ -120,7 +121,7 @@ async def test_a_stream_is_due_a_second_after_its_round_began_and_never_after_a_
 
     await stopped.request_cancel("cancel")  # outcome fixed at once; its text must not come back
     assert not stopped.checkpoint_due(later)
-    kept.registry.tick(later)  # type: ignore[attr-defined]
+    await kept.registry.save_running(later)  # type: ignore[attr-defined]
     assert _saved(store, kept) == [("partial", True)]
     assert _saved(store, stopped) == []
     await _end(predictions, tasks)
@@ -136,6 +137,33 @@ async def test_a_failing_save_keeps_the_streams_and_the_timer_going(
 
     monkeypatch.setattr(store, "checkpoints", broken)
     streams, predictions, tasks = await _running(store, 2, ["a", "b"])
-    streams[0].registry.tick(asyncio.get_running_loop().time())  # type: ignore[attr-defined]  # logged, not raised
+    await streams[0].registry.save_running(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
     await _end(predictions, tasks)
     assert all(s.outcome == "completed" for s in streams)
+
+
+async def test_streams_are_saved_a_batch_at_a_time_and_one_that_ends_meanwhile_is_not_saved(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams_module, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(registry_module, "CHECKPOINT_BATCH", 2)
+    streams, predictions, tasks = await _running(store, 3, ["x", "y"])
+    last = streams[2]
+    calls: list[list[str]] = []
+    cancels: list[asyncio.Future[None]] = []
+    save = store.checkpoints
+
+    def counted(saves: Sequence[Checkpoint]) -> bool:
+        calls.append([c.response_id for c in saves])
+        if len(calls) == 1:  # the third stream is cancelled during the loop's turn between two batches
+            cancels.append(asyncio.ensure_future(last.request_cancel("cancel")))
+        return save(saves)
+
+    monkeypatch.setattr(store, "checkpoints", counted)
+    await streams[0].registry.save_running(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
+    await asyncio.gather(*cancels)
+    assert calls == [[s.spec.response_id for s in streams[:2]]]  # one transaction for the first two ...
+    assert last.outcome == "cancelled" and last.cancel_mode == "quick_edit"
+    assert _saved(store, last) == []  # ... and the third, ended meanwhile, was not brought back
+    assert all(_saved(store, s) == [("xy", True)] for s in streams[:2])
+    await _end(predictions, tasks)
