@@ -48,16 +48,22 @@ class EventStream:
         stream = self.stream
         outbox = stream.outbox
         loop = asyncio.get_running_loop()
+        paced = False  # the last write came after a pause: text is arriving faster than the interval
         while True:
-            await outbox.wait()
+            if not paced:  # (paced, the next token is all but certain: pause at once, no wake-up for it)
+                await outbox.wait()
             since = loop.time() - self._last_write  # since the last write of text (the first never waits)
             interval = stream.registry.write_interval
-            if since < interval and not outbox.closed:
+            paced = since < interval and not outbox.closed
+            if paced:
                 # Tokens are arriving faster than one write per interval: let a few more
                 # gather so they share one socket write (real LM Studio speeds never wait here).
                 # Nothing is taken before the wait: what arrives meanwhile joins the same events.
                 # The stream's end cuts the pause short: its last text and terminal event go at once.
                 await outbox.pause(interval - since)
+                if outbox.empty and not outbox.closed:
+                    paced = False  # the text slowed down: wait for it again
+                    continue
             if not await self._write_ready(send):
                 return
 

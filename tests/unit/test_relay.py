@@ -108,3 +108,70 @@ async def test_the_first_batch_leaves_with_the_headers_in_the_handlers_own_task(
     await leaving
     body = sse.frames([{"event": "response.content_delta", "delta": "first"}])
     assert sent[:2] == [("http.response.start", b"", True), ("http.response.body", body, True)]
+
+
+class _HeldOutbox(Outbox):
+    """An outbox whose pauses last until the test releases them; counts the writer's waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+        self.waiting = asyncio.Event()
+        self.pauses = 0
+        self.paused = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.waits += 1
+        self.waiting.set()
+        await super().wait()
+
+    async def pause(self, seconds: float) -> None:
+        self.pauses += 1
+        self.paused.set()
+        await self.release.wait()
+        self.release.clear()
+
+
+async def test_while_text_outpaces_the_interval_the_writer_pauses_again_without_waking_for_a_token() -> None:
+    outbox = _HeldOutbox()
+    send = _Send()
+    writer = asyncio.create_task(EventStream(cast(Any, _stream(outbox, HOUR)))._write(send))
+
+    async def next_pause() -> None:
+        async with asyncio.timeout(10):
+            await outbox.paused.wait()
+        outbox.paused.clear()
+
+    async def next_body() -> bytes:
+        async with asyncio.timeout(10):
+            await send.sent.wait()
+        send.sent.clear()
+        return send.bodies[-1]
+
+    def delta(text: str) -> bytes:
+        return sse.frame({"event": "response.content_delta", "delta": text})
+
+    outbox.push_text("response.content_delta", "delta", "a")
+    assert await next_body() == delta("a")  # the first text at once
+    outbox.push_text("response.content_delta", "delta", "b")
+    await next_pause()  # woken by "b", it pauses for the interval
+    waits = outbox.waits
+    outbox.push_text("response.content_delta", "delta", "c")
+    outbox.release.set()
+    assert await next_body() == delta("bc")
+    await next_pause()  # paced: straight into the next pause, with no wait (and wake-up) for a token
+    assert outbox.waits == waits
+    outbox.push_text("response.content_delta", "delta", "d")
+    outbox.release.set()
+    assert await next_body() == delta("d")
+    await next_pause()
+    outbox.waiting.clear()
+    outbox.release.set()  # nothing came during this pause: the writer waits for text again
+    async with asyncio.timeout(10):
+        await outbox.waiting.wait()
+    assert outbox.waits == waits + 1 and len(send.bodies) == 3
+    outbox.close()
+    async with asyncio.timeout(10):
+        await writer
+    assert send.bodies[-1] == sse.DONE
