@@ -1,9 +1,15 @@
-"""The stream registry's memory of ended streams: bounded, whatever the churn."""
+"""The stream registry: its memory of ended streams (bounded, whatever the churn), and how it
+notices that the proxy is saturated."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
+import pytest
+
+from proxy import registry as registry_module
 from proxy.backends import Backends
 from proxy.config import Config
 from proxy.metrics import Metrics
@@ -35,5 +41,78 @@ async def test_cancelled_streams_are_remembered_within_a_bound(tmp_path: Path) -
         # The newest are the ones kept: a repeated cancel right after a stop still gets its answer.
         newest = f"thrd_{3 * StreamRegistry.REMEMBER_CANCELS - 1}"
         assert newest in registry._ended and "thrd_0" not in registry._ended
+    finally:
+        store.close()
+
+
+def _registry(tmp_path: Path) -> tuple[StreamRegistry, Store]:
+    config = Config()
+    store = Store(tmp_path / "db.sqlite3")
+    return StreamRegistry(config, store, Backends(config.lmstudio), Metrics()), store
+
+
+async def test_a_saturated_proxy_writes_half_as_often_and_goes_back_when_it_is_not(tmp_path: Path) -> None:
+    registry, store = _registry(tmp_path)
+    try:
+        for i in range(128):
+            stream = ActiveStream(_spec(i), registry)
+            registry.streams[stream.thread_id] = stream
+        assert registry.write_interval == 0.1  # ten writes a second per stream at most
+        registry.note_busy(0.85)
+        assert not registry.saturated and registry.write_interval == 0.1
+        registry.note_busy(0.95)
+        assert registry.saturated and registry.write_interval == 0.2
+        registry.note_busy(0.8)  # between the two thresholds: it stays
+        assert registry.saturated
+        registry.note_busy(0.7)
+        assert not registry.saturated and registry.write_interval == 0.1
+
+        for thread_id in list(registry.streams)[32:]:
+            del registry.streams[thread_id]
+        assert registry.write_interval == 0.032
+        registry.note_busy(1.0)
+        assert registry.write_interval == 0.064
+        for thread_id in list(registry.streams)[1:]:
+            del registry.streams[thread_id]
+        assert registry.write_interval == 0.004  # the floor, saturated or not
+    finally:
+        store.close()
+
+
+async def test_the_timer_measures_how_busy_the_event_loop_thread_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "CHECKPOINT_SECONDS", 0.02)  # a tick every 10 ms
+    registry, store = _registry(tmp_path)
+    measured = asyncio.Event()
+    seen: list[float] = []
+    note = registry.note_busy
+
+    def noted(busy: float) -> None:
+        seen.append(busy)
+        note(busy)
+        measured.set()
+
+    monkeypatch.setattr(registry, "note_busy", noted)
+    try:
+        stream = ActiveStream(_spec(0), registry)
+        registry.streams[stream.thread_id] = stream
+        ticker = asyncio.ensure_future(registry._tick())
+        async with asyncio.timeout(10):
+            await measured.wait()  # a first tick, so the next one measures the spin below alone
+            measured.clear()
+            spun = time.thread_time() + 0.05
+            while time.thread_time() < spun:  # the loop's thread computes, as under saturation
+                pass
+            await measured.wait()
+            assert seen[-1] > 0.5  # (1.0 on a quiet machine; the thresholds are tested above)
+            measured.clear()
+            await measured.wait()  # a tick of an idle loop
+            assert seen[-1] < 0.5
+            registry.note_busy(1.0)
+            assert registry.saturated
+            del registry.streams[stream.thread_id]  # no streams: the timer stops, and forgets it
+            await ticker
+        assert not registry.saturated
     finally:
         store.close()
