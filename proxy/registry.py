@@ -27,7 +27,8 @@ log = logging.getLogger("proxy.registry")
 # added wait for a token a quarter of a 60 Hz frame.
 WRITE_INTERVAL = 0.004
 # With many streams the interval grows so that all of them together make about this many writes a
-# second (a socket write is the largest cost per token the proxy controls: ~35 µs on a VM), and text
+# second (a write is the largest cost per token the proxy controls, far more than its socket call:
+# two task wake-ups, a timer, the ASGI send chain, the kernel's loopback path), and text
 # never waits longer than MAX_WRITE_INTERVAL: 32 streams at full speed wait 32 ms, 100 or more
 # 100 ms, ten writes a second, still smooth to a reader. A real model's tokens come further apart
 # than the interval and never wait. Measured (issue 18, bench alternated): 2000 writes a second and
