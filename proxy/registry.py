@@ -97,10 +97,10 @@ class StreamRegistry:
         """The share of the last tick the event loop's thread spent computing (0 to 1)."""
         was = self.saturated
         self.saturated = busy >= (SATURATED_LEAVE if was else SATURATED_ENTER)
-        if self.saturated != was:
-            log.info("the proxy is %s (its event loop %.0f %% busy): SSE writes are %s", 
-                     "saturated" if self.saturated else "no longer saturated", busy * 100,
-                     "halved" if self.saturated else "back to normal")  # fmt: skip
+        if self.saturated and not was:
+            log.info("the proxy is saturated (its event loop %.0f %% busy): fewer SSE writes", busy * 100)
+        elif was and not self.saturated:
+            log.info("the proxy is no longer saturated (its event loop %.0f %% busy)", busy * 100)
 
     def check_free(self, thread_id: str) -> None:
         if thread_id in self.streams:

@@ -108,8 +108,12 @@ async def respond(
     not at its next write; the caller's `finally` then stops what produced the events.
     """
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    if first is not None and not await first(send):
-        return
+    if first is not None:
+        try:
+            if not await first(send):
+                return
+        except OSError:  # the client is gone (as for the writer task below)
+            return
     writer = asyncio.ensure_future(write(send))
     watcher = asyncio.ensure_future(_disconnected(receive))
     try:

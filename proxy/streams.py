@@ -57,7 +57,7 @@ from proxy.wire.events import ResponseCreatedEvent, StreamEvent, ToolCallBlock, 
 log = logging.getLogger("proxy.streams")
 
 # A running answer is saved about this often (`checkpoint_due`): the registry's one timer saves
-# every stream that is due in one transaction (`StreamRegistry._tick`), not each stream its own.
+# the streams that are due, several to a transaction (`StreamRegistry.save_running`).
 CHECKPOINT_SECONDS = 1.0
 CANCEL_GRACE_SECONDS = 5.0  # how much longer than the drain a cancel waits for the outcome
 NO_ACTIVE_STREAM = "No active stream found for this thread"

@@ -175,3 +175,28 @@ async def test_while_text_outpaces_the_interval_the_writer_pauses_again_without_
     async with asyncio.timeout(10):
         await writer
     assert send.bodies[-1] == sse.DONE
+
+
+async def test_a_client_gone_at_the_first_write_stops_the_stream_quietly() -> None:
+    outbox = Outbox()
+    outbox.push_text("response.content_delta", "delta", "first")
+    stream = _stream(outbox, HOUR)
+    stopped: list[bool] = []
+
+    async def client_gone() -> None:
+        stopped.append(True)
+
+    stream.finished = SimpleNamespace(is_set=lambda: False)
+    stream.client_gone = client_gone
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("the client went away")  # a server that raises, unlike uvicorn
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # never: the failed write ends the response
+        return {"type": "http.disconnect"}
+
+    async with asyncio.timeout(10):
+        await EventStream(cast(Any, stream))({"type": "http"}, receive, send)  # no exception
+    assert stopped == [True]  # and the stream was stopped, as when the writer task's send fails
