@@ -82,11 +82,11 @@ class EventStream:
                 return True  # nothing yet
             await send({"type": "http.response.body", "body": sse.DONE, "more_body": False})
             return False
-        loop = asyncio.get_running_loop()
+        now = asyncio.get_running_loop().time()
         stream.registry.metrics.relay.observe(time.perf_counter() - outbox.pending_since)
         if any(event["event"] in TEXT_EVENTS for event in batch):  # also behind `response.created`
-            self._last_write = loop.time()
-        stream.last_sent = loop.time()
+            self._last_write = now
+        stream.last_sent = now
         chunk = sse.frames(batch)
         if outbox.closed and outbox.empty:
             await send({"type": "http.response.body", "body": chunk + sse.DONE, "more_body": False})

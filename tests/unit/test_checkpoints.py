@@ -15,6 +15,7 @@ import pytest
 from proxy import registry as registry_module
 from proxy import streams as streams_module
 from proxy.bridge import Fragment
+from proxy.registry import StreamRegistry
 from proxy.store import Checkpoint, Store, Usage
 from proxy.streams import ActiveStream
 
@@ -60,12 +61,10 @@ async def _running(store: Store, count: int, texts: list[str]) -> tuple[list[Act
     """`count` streams in one registry, each with `texts` relayed and LM Studio still generating."""
     first = _stream(store)
     registry = first.registry
+    assert isinstance(registry, StreamRegistry)
     streams, predictions, tasks = [], [], []
     for i in range(count):
-        stream = first if i == 0 else _stream(store)
-        if stream.registry is not registry:  # one registry for all (`_stream` makes one each)
-            stream.registry = registry
-            registry.streams[stream.thread_id] = stream  # type: ignore[attr-defined]
+        stream = first if i == 0 else _stream(store, registry=registry)
         prediction = _Held(texts)
         tasks.append(asyncio.ensure_future(stream.run(_Bridge(store, prediction), store)))  # type: ignore[arg-type]
         streams.append(stream)

@@ -76,9 +76,11 @@ class _Bridge:
         return self.prediction
 
 
-def _stream(store: Store, *, streaming: bool = True) -> ActiveStream:
-    config = Config()
-    registry = StreamRegistry(config, store, Backends(config.lmstudio), Metrics())
+def _stream(store: Store, *, streaming: bool = True, registry: StreamRegistry | None = None) -> ActiveStream:
+    """A stream of one user message, in `registry` (default: a registry of its own)."""
+    if registry is None:
+        config = Config()
+        registry = StreamRegistry(config, store, Backends(config.lmstudio), Metrics())
     rows = new_response(OWNER, "", "m", [("user", "question")], {"visible_in_ui": True})
     spec = StreamSpec(
         owner=OWNER, thread_id=rows.thread_id, response_id=rows.response_id, message_ids=rows.message_ids,
