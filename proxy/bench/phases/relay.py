@@ -35,12 +35,13 @@ async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, 
     result["proxy_own_cpu_us_per_token"] = None
     direct, through = _Side(), _Side()
     rounds = 0
+    round_ratios: list[float] = []
     while rounds < MIN_RELAY_ROUNDS or min(direct.seconds, through.seconds) < MIN_RELAY_SECONDS:
         tag = f"relay{count}.{rounds}"
-        await direct.batch(c, "direct", count, tokens, tag)
+        direct_rate = await direct.batch(c, "direct", count, tokens, tag)
         cpu_before = proxy.cpu_seconds()
         try:
-            await through.batch(c, "raw", count, tokens, tag)
+            round_ratios.append(round(await through.batch(c, "raw", count, tokens, tag) / direct_rate, 3))
         except BenchError as exc:
             result["proxy_error"] = str(exc)
             await c.wait_proxy_idle()
@@ -59,6 +60,7 @@ async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, 
         if result["proxy_cpu_us_per_token"] is not None and direct_us is not None:
             result["proxy_own_cpu_us_per_token"] = round(result["proxy_cpu_us_per_token"] - direct_us, 2)
     result["rounds"] = rounds
+    result["round_ratios"] = round_ratios
     await c.clear_records()
     return result
 
@@ -72,13 +74,16 @@ class _Side:
         self.client_cpu = 0.0
         self.server_cpu = 0.0
 
-    async def batch(self, c: Clients, side: Side, count: int, tokens: int, tag: str) -> None:
-        """One batch of `count` streams on this side, added to the sums."""
+    async def batch(self, c: Clients, side: Side, count: int, tokens: int, tag: str) -> float:
+        """One batch of `count` streams on this side, added to the sums; its tokens per second."""
         client_before, started = time.process_time(), time.perf_counter()
         samples = await c.batch(side, count, tokens, tag)
-        self.seconds += time.perf_counter() - started
-        self.tokens += sum(s.tokens for s in samples)
+        seconds = time.perf_counter() - started
+        batch_tokens = sum(s.tokens for s in samples)
+        self.seconds += seconds
+        self.tokens += batch_tokens
         self.client_cpu += time.process_time() - client_before
+        return batch_tokens / seconds
 
     def row(self) -> dict[str, Any]:
         return {
