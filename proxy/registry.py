@@ -38,12 +38,16 @@ MAX_WRITE_INTERVAL = 0.1
 # When the proxy itself is the bottleneck (its event loop's thread busy nearly all the time, as
 # with 128 streams at full speed on two cores), every stream already trails LM Studio, and the
 # writes are what it can still cut: half as many, text waiting up to 200 ms (five updates a
-# second). Entered at 90 % busy over a tick, left under 75 %. Measured (issue 18, proxy and
+# second). Entered at 90 % busy over a BUSY_WINDOW, left under 75 %. Measured (issue 18, proxy and
 # simulator on their own cores, 2 x 128 streams of 500 tokens, six alternated rounds): the
 # proxy's CPU per token, median 65.3 µs with the normal budget, 63.1 µs with this one.
 SATURATED_WRITES_PER_SECOND = 500
 SATURATED_MAX_WRITE_INTERVAL = 0.2
 SATURATED_ENTER, SATURATED_LEAVE = 0.9, 0.75
+# How busy the loop is, measured over windows this long: a burst of streams (32 of 500 tokens at
+# full speed last about a second) is saturated within a tenth of a second of its start, not only
+# after a whole half-second tick. Ten timer turns a second while streams run cost nothing measurable.
+BUSY_WINDOW = 0.1
 # Running answers saved in one transaction (`save_running`). One commit per stream cost ~35 µs of
 # CPU on SQLite, ~15 µs per stream in one of 128; 16 gets most of that, and keeps one save's hold
 # on the event loop short (~0.25 ms on SQLite; with PostgreSQL each statement is a round trip).
@@ -125,17 +129,22 @@ class StreamRegistry:
 
     async def _tick(self) -> None:
         """One timer for all streams while there are any (`start()` brings it back): whether the
-        proxy is saturated, heartbeats, then the running answers' checkpoints."""
+        proxy is saturated (every BUSY_WINDOW), then heartbeats and the running answers' checkpoints."""
         loop = asyncio.get_running_loop()
+        period = min(self.config.streaming.heartbeat_seconds / 4, CHECKPOINT_SECONDS / 2)
+        window = min(BUSY_WINDOW, period)
         cpu, wall = time.thread_time(), loop.time()
+        due = wall + period
         try:
             while self.streams:
-                await asyncio.sleep(min(self.config.streaming.heartbeat_seconds / 4, CHECKPOINT_SECONDS / 2))
+                await asyncio.sleep(window)
                 now, used = loop.time(), time.thread_time()
                 self.note_busy((used - cpu) / max(now - wall, 1e-3))
                 cpu, wall = used, now
-                self.heartbeats(now)
-                await self.save_running(now)
+                if now >= due - window / 2:  # (a sleep may end a hair early)
+                    due = now + period
+                    self.heartbeats(now)
+                    await self.save_running(now)
         finally:
             self.saturated = False
 

@@ -116,3 +116,42 @@ async def test_the_timer_measures_how_busy_the_event_loop_thread_is(
         assert not registry.saturated
     finally:
         store.close()
+
+
+async def test_saturation_is_measured_more_often_than_the_checkpoints_are_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of streams lasting a second must not run half of it unsaturated: how busy the loop
+    is gets measured every BUSY_WINDOW, the heartbeats and checkpoints keep their own period."""
+    monkeypatch.setattr(registry_module, "BUSY_WINDOW", 0.01)  # checkpoints: every 0.5 s (the default)
+    registry, store = _registry(tmp_path)
+    events: list[str] = []
+    saved = asyncio.Event()
+    note, save = registry.note_busy, registry.save_running
+
+    def noted(busy: float) -> None:
+        events.append("busy")
+        note(busy)
+
+    async def saving(now: float) -> None:
+        events.append("save")
+        saved.set()
+        await save(now)
+
+    monkeypatch.setattr(registry, "note_busy", noted)
+    monkeypatch.setattr(registry, "save_running", saving)
+    try:
+        stream = ActiveStream(_spec(0), registry)
+        registry.streams[stream.thread_id] = stream
+        ticker = asyncio.ensure_future(registry._tick())
+        async with asyncio.timeout(10):
+            await saved.wait()
+            saved.clear()
+            await saved.wait()
+        del registry.streams[stream.thread_id]
+        await ticker
+        first, second = events.index("save"), events.index("save", events.index("save") + 1)
+        # 50 windows to a period on a quiet machine; a stalled one still measures several.
+        assert first >= 5 and second - first >= 5, events[: second + 1]
+    finally:
+        store.close()
