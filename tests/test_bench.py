@@ -15,7 +15,7 @@ import pytest
 
 from proxy import bench
 from proxy.bench.checks import checks
-from proxy.bench.options import postgresql_url, stream_counts
+from proxy.bench.options import postgresql_url, seconds, stream_counts
 from proxy.bench.stats import percentile
 
 MICRO_FIGURES = (
@@ -23,7 +23,9 @@ MICRO_FIGURES = (
     "SSE frame encode (µs)",
     "import proxy.cli above interpreter start (s)",
 )
-SMALL = ["--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3", "--saturation", "8"]
+SMALL = [
+    "--simulate", "--streams", "1,2", "--tokens", "50", "--repeat", "3", "--saturation", "8", "--relay-seconds", "1",
+]  # fmt: skip
 
 
 def _run(argv: list[str]) -> int:
@@ -108,6 +110,10 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert static["httpx"]["p50_ms"] > 0 and static["raw_client"]["p50_ms"] > 0
     [relay] = report["relay"]
     assert relay["streams"] == 2 and relay["proxy_error"] is None
+    # --relay-seconds 1: each side streamed at least that long, over at least four batches a side.
+    assert report["setup"]["relay_seconds"] == 1.0
+    assert min(relay["direct"]["seconds"], relay["proxy"]["seconds"]) >= 1.0 and relay["rounds"] >= 4
+    assert len(relay["round_ratios"]) == relay["rounds"]
     assert relay["direct"]["tokens"] == relay["proxy"]["tokens"] > 0
     for key in ("to_lmstudio", "answered", "cancelled_event"):
         assert report["cancel"][key]["samples"] == 3
@@ -202,6 +208,12 @@ def test_micro_excludes_other_targets() -> None:
 def test_streams_option_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         stream_counts(text)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "x", "nan", "inf"])
+def test_relay_seconds_option_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        seconds(text)
 
 
 def test_percentile_interpolates() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from proxy.bench.settings import MIN_RELAY_ROUNDS, RELAY_SECONDS
+
 DEFAULT_STREAMS = (1, 8, 32, 128)
 DEFAULT_TOKENS = 500  # per stream, in the throughput runs
 DEFAULT_REPEAT = 100  # TTFT pairs, cancels and disconnects
@@ -42,6 +44,16 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
 def postgresql_url(text: str) -> str:
     if not text.startswith(("postgresql://", "postgres://")):
         raise argparse.ArgumentTypeError(
@@ -70,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tokens", type=positive, default=DEFAULT_TOKENS, help="tokens per throughput stream (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--relay-seconds",
+        type=seconds,
+        default=RELAY_SECONDS,
+        metavar="S",
+        help="each throughput level alternates direct and proxy batches until each side has streamed S seconds "
+        f"(and run at least {MIN_RELAY_ROUNDS} batches; default: %(default)g)",
     )
     parser.add_argument(
         "--repeat",

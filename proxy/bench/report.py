@@ -40,7 +40,7 @@ def render(report: dict[str, Any]) -> str:
         "",
     ]
     out += _ttft(report["ttft"], ok)
-    out += ["", *_relay(report["relay"], s["tokens_per_stream"], ok)]
+    out += ["", *_relay(report["relay"], s["tokens_per_stream"], s["relay_seconds"], ok)]
     out += ["", *_stops(report["cancel"], report["disconnect"], ok)]
     if report.get("saturation") is not None:
         out += ["", *_saturation(report["saturation"], ok)]
@@ -84,9 +84,10 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
     return out
 
 
-def _relay(relay: list[dict[str, Any]], tokens: int, ok: dict[str, bool]) -> list[str]:
+def _relay(relay: list[dict[str, Any]], tokens: int, seconds: float, ok: dict[str, bool]) -> list[str]:
     out = [
-        f"Relay throughput (tokens/s received by all clients together; {tokens} tokens a stream; through the proxy "
+        f"Relay throughput (tokens/s received by all clients together; {tokens} tokens a stream; direct and proxy "
+        f"batches in turn, at least {seconds:g} s a side; through the proxy "
         "with the minimal HTTP client; CPU µs per token of the direct SDK client (this process), of the proxy, "
         "the proxy's own share (the difference), and of the minimal client reading the proxy's streams)"
     ]

@@ -101,7 +101,7 @@ async def _measure(
         await warm_up(c, streams, args.tokens)
         memory_figures = await memory(c, proxy, max(streams) if sim_url else min(max(streams), MEMORY_STREAMS_LMSTUDIO))
         ttft_figures = await ttft(c, proxy_url, args.repeat)
-        relay_rows = [await relay(c, proxy, count, args.tokens) for count in streams]
+        relay_rows = [await relay(c, proxy, count, args.tokens, args.relay_seconds) for count in streams]
         # Stops are timed at a real model's pace: at full speed the simulator outruns any
         # client by seconds of buffered tokens, and a stop would measure that backlog.
         await c.sim_settings(STOP_TOKENS_PER_SECOND)
@@ -119,6 +119,7 @@ async def _measure(
                 "seconds": round(time.perf_counter() - started, 1),
                 "warm_up": describe(streams),
                 "tokens_per_stream": args.tokens,
+                "relay_seconds": args.relay_seconds,
                 "repeat": args.repeat,
             },
             "ttft": ttft_figures,

@@ -18,13 +18,13 @@ from typing import Any
 from proxy.bench.clients import Clients, Side
 from proxy.bench.errors import BenchError
 from proxy.bench.processes import Child
-from proxy.bench.settings import MIN_RELAY_ROUNDS, MIN_RELAY_SECONDS
+from proxy.bench.settings import MIN_RELAY_ROUNDS
 from proxy.bench.stats import per_token_us
 
 
-async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, Any]:
+async def relay(c: Clients, proxy: Child, count: int, tokens: int, seconds: float) -> dict[str, Any]:
     """`count` concurrent streams, a direct batch and a proxy batch in turn, until each side has
-    streamed MIN_RELAY_SECONDS over at least MIN_RELAY_ROUNDS batches.
+    streamed `seconds` over at least MIN_RELAY_ROUNDS batches.
 
     Alternating, not all direct then all proxy: whatever else slows the machine for a while (the
     machines are shared) then falls on both sides alike, and the ratio moves far less between runs.
@@ -36,7 +36,7 @@ async def relay(c: Clients, proxy: Child, count: int, tokens: int) -> dict[str, 
     direct, through = _Side(), _Side()
     rounds = 0
     round_ratios: list[float] = []
-    while rounds < MIN_RELAY_ROUNDS or min(direct.seconds, through.seconds) < MIN_RELAY_SECONDS:
+    while rounds < MIN_RELAY_ROUNDS or min(direct.seconds, through.seconds) < seconds:
         tag = f"relay{count}.{rounds}"
         direct_rate = await direct.batch(c, "direct", count, tokens, tag)
         cpu_before = proxy.cpu_seconds()

@@ -2,7 +2,7 @@
 
 Both servers share the PostgreSQL database and the simulator at full speed. For each stream count,
 batches alternate between the two (one process first, then the workers first) until each side has
-streamed MIN_RELAY_SECONDS; both run the same number of batches. Streams are read with the minimal
+streamed WORKERS_RELAY_SECONDS; both run the same number of batches. Streams are read with the minimal
 HTTP client, each on its own connection (the kernel hands a new connection to whichever worker
 accepts it first), and count the `response.completed` event's output tokens.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from proxy.bench.clients import Clients
 from proxy.bench.errors import BenchError
 from proxy.bench.raw_client import RawClient
-from proxy.bench.settings import MIN_RELAY_SECONDS, PHASE_TIMEOUT
+from proxy.bench.settings import PHASE_TIMEOUT, WORKERS_RELAY_SECONDS
 
 SIDES = ("one", "workers")
 
@@ -39,7 +39,7 @@ async def _row(c: Clients, urls: dict[str, str], count: int, tokens: int) -> dic
     rounds = 0
     row: dict[str, Any] = {"streams": count, "one": None, "workers": None, "ratio": None, "error": None}
     try:
-        while min(seconds.values()) < MIN_RELAY_SECONDS:
+        while min(seconds.values()) < WORKERS_RELAY_SECONDS:
             for side in SIDES[:: 1 if rounds % 2 == 0 else -1]:
                 started = time.perf_counter()
                 received[side] += await _batch(c, urls[side], count, tokens, f"workers{count}.{side}.{rounds}")
