@@ -79,6 +79,13 @@ async def test_a_saturated_proxy_writes_half_as_often_and_goes_back_when_it_is_n
         store.close()
 
 
+def _timer_for_one_stream(registry: StreamRegistry) -> tuple[str, asyncio.Task[None]]:
+    """A stream registered (never started) and the registry's timer running for it."""
+    stream = ActiveStream(_spec(0), registry)
+    registry.streams[stream.thread_id] = stream
+    return stream.thread_id, asyncio.ensure_future(registry._tick())
+
+
 async def test_the_timer_measures_how_busy_the_event_loop_thread_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,9 +102,7 @@ async def test_the_timer_measures_how_busy_the_event_loop_thread_is(
 
     monkeypatch.setattr(registry, "note_busy", noted)
     try:
-        stream = ActiveStream(_spec(0), registry)
-        registry.streams[stream.thread_id] = stream
-        ticker = asyncio.ensure_future(registry._tick())
+        thread_id, ticker = _timer_for_one_stream(registry)
         async with asyncio.timeout(10):
             await measured.wait()  # a first tick, so the next one measures the spin below alone
             measured.clear()
@@ -111,7 +116,7 @@ async def test_the_timer_measures_how_busy_the_event_loop_thread_is(
             assert seen[-1] < 0.5
             registry.note_busy(1.0)
             assert registry.saturated
-            del registry.streams[stream.thread_id]  # no streams: the timer stops, and forgets it
+            del registry.streams[thread_id]  # no streams: the timer stops, and forgets it
             await ticker
         assert not registry.saturated
     finally:
@@ -141,14 +146,12 @@ async def test_saturation_is_measured_more_often_than_the_checkpoints_are_saved(
     monkeypatch.setattr(registry, "note_busy", noted)
     monkeypatch.setattr(registry, "save_running", saving)
     try:
-        stream = ActiveStream(_spec(0), registry)
-        registry.streams[stream.thread_id] = stream
-        ticker = asyncio.ensure_future(registry._tick())
+        thread_id, ticker = _timer_for_one_stream(registry)
         async with asyncio.timeout(10):
             await saved.wait()
             saved.clear()
             await saved.wait()
-        del registry.streams[stream.thread_id]
+        del registry.streams[thread_id]
         await ticker
         first, second = events.index("save"), events.index("save", events.index("save") + 1)
         # 50 windows to a period on a quiet machine; a stalled one still measures several.
