@@ -98,7 +98,7 @@ class StreamRegistry:
         return min(longest, max(WRITE_INTERVAL, len(self.streams) / budget))
 
     def note_busy(self, busy: float) -> None:
-        """The share of the last tick the event loop's thread spent computing (0 to 1)."""
+        """The share of the last BUSY_WINDOW the event loop's thread spent computing (0 to 1)."""
         was = self.saturated
         self.saturated = busy >= (SATURATED_LEAVE if was else SATURATED_ENTER)
         if self.saturated and not was:

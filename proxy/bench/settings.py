@@ -5,7 +5,8 @@ from __future__ import annotations
 # A relay level alternates direct and proxy batches until each side has streamed this long
 # (`--relay-seconds`) and has run at least MIN_RELAY_ROUNDS batches. One batch of 32 streams lasts
 # about a second, and one batch's ratio moved between 54 and 132 % on a shared 2-core machine:
-# with 2 s a side (four batches) the level's ratio spread over 69-101 %; 8 s averages twice as many.
+# with 2 s a side (four batches) the level's ratio spread over 69-101 % from run to run; 8 s averages
+# about ten (and over eight alternated runs the level spread over 87-92 %).
 RELAY_SECONDS = 8.0
 MIN_RELAY_ROUNDS = 4  # (at 128 streams, 2 let one disturbed batch decide)
 WORKERS_RELAY_SECONDS = 2.0  # the same for `serve --workers N` against one process (no target)
