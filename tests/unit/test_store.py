@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from proxy import migrations
+from proxy import store as store_module
 from proxy.store import Page, Store, Usage
 
 OWNER = "owner-a"
@@ -532,3 +535,74 @@ def test_checkpoint_in_background_needs_a_wal(tmp_path: Path) -> None:
     finally:
         on_file.close()
         in_memory.close()
+
+
+def _wal_frames(path: Path) -> int:
+    """How many frames the WAL holds (since it last started over), read from another connection."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        frames: int = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        return frames
+
+
+def _fill(store: Store, thread_id: str, kilobytes: int) -> None:
+    for _ in range(kilobytes // 64):
+        store.add_message(thread_id, "user", "x" * 65536)
+
+
+def test_the_wal_starts_over_under_commits_that_never_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under constant load a commit always lands while the background checkpoint copies; then the
+    # WAL is never wholly copied when the next commit begins, and SQLite appends to it forever.
+    # Past WAL_RESTART_BYTES the checkpoint takes the writer's lock (RESTART) for those frames.
+    monkeypatch.setattr(store_module, "WAL_RESTART_BYTES", 256 * 1024)
+    path = tmp_path / "busy.sqlite3"
+    store = Store(path)
+    real_connect = sqlite3.connect
+
+    class CommitDuringCheckpoint:
+        """The checkpoint's connection; the proxy's own is in a write transaction while it copies."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.db: sqlite3.Connection = real_connect(*args, **kwargs)
+
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            if "PASSIVE" not in sql:
+                return self.db.execute(sql)
+            with store.transaction():
+                store.add_message(thread_id, "user", "written while the checkpoint copied")
+                return self.db.execute(sql)
+
+        def close(self) -> None:
+            self.db.close()
+
+    try:
+        assert store.checkpoint_in_background() is True
+        thread_id = store.create_thread(OWNER)["id"]
+        monkeypatch.setattr(sqlite3, "connect", CommitDuringCheckpoint)
+        for _ in range(3):  # a busy second, its checkpoint, and so on
+            _fill(store, thread_id, 512)
+            store.checkpoint_wal()
+        monkeypatch.setattr(sqlite3, "connect", real_connect)
+        store.add_message(thread_id, "user", "the next commit")
+        # Started over: the WAL holds the last commit only (a few pages), not three seconds of them.
+        assert _wal_frames(path) < 16
+        assert len(store.list_messages(thread_id, limit=100, order="asc", after=None, before=None).rows) == 3 * 8 + 4
+    finally:
+        store.close()
+
+
+def test_the_wal_file_shrinks_when_it_starts_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without journal_size_limit the -wal file keeps the largest size a burst gave it.
+    monkeypatch.setattr(store_module, "WAL_KEEP_BYTES", 128 * 1024)
+    path = tmp_path / "burst.sqlite3"
+    store = Store(path)
+    try:
+        assert store.checkpoint_in_background() is True
+        thread_id = store.create_thread(OWNER)["id"]
+        _fill(store, thread_id, 1024)
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 1024 * 1024
+        store.checkpoint_wal()
+        store.add_message(thread_id, "user", "after the burst")  # starts the WAL over
+        assert wal.stat().st_size <= 128 * 1024
+    finally:
+        store.close()
