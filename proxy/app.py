@@ -44,7 +44,7 @@ from proxy.registry import StreamRegistry
 from proxy.replicas import ReplicaRegistry
 from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 from proxy.state import Proxy, default_database_path
-from proxy.store import Store, now_iso
+from proxy.store import WAL_RESTART_BYTES, Store, now_iso
 from proxy.wire.bodies import ErrorEnvelope
 
 log = logging.getLogger("proxy.app")
@@ -193,6 +193,13 @@ def proxy_of_app(app: Starlette) -> Proxy:
     return proxy
 
 
+async def checkpoint_round(store: Store) -> None:
+    """Checkpoint the WAL in a worker thread; past WAL_RESTART_BYTES (commits that never pause
+    kept it from starting over), finish on the event loop (`Store.restart_wal`)."""
+    if await asyncio.to_thread(store.checkpoint_wal) >= WAL_RESTART_BYTES:
+        store.restart_wal()
+
+
 async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
     """About once a second: look after the storage (`Store.maintain`), then checkpoint the WAL in a
     worker thread if something was written (and the database has a WAL: `checkpoints`)."""
@@ -206,7 +213,7 @@ async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
         if checkpoints and store.total_changes != seen:
             seen = store.total_changes
             try:
-                await asyncio.to_thread(store.checkpoint_wal)
+                await checkpoint_round(store)
             except StorageUnavailable as exc:  # the next round tries again; SQLite's data is safe in the WAL
                 log.warning("WAL checkpoint failed: %s", exc.message)
 

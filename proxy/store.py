@@ -71,16 +71,12 @@ except ImportError:  # Windows: no flock; see Store.open_for_serving
 
 log = logging.getLogger("proxy.store")
 
-#: Under commits that never pause (hundreds a second), the background checkpoint (PASSIVE) never
-#: lets the WAL start over: commits land while it copies, so when the next one begins the WAL is
-#: not wholly copied, and SQLite appends instead (checkpoint starvation). `lmstudio-proxy bench`
-#: grew it by about 12 MB a second, 90 MB in 7 s, and every page read searches it. Past this size
-#: the checkpoint also runs RESTART: it holds the writer's lock while it copies what was written
-#: meanwhile (commits wait that long), and the next commit starts the WAL over.
+#: Under commits that never pause (hundreds a second: the simulator at full speed), the background
+#: checkpoint never lets the WAL start over: commits land while it copies, so when the next one
+#: begins the WAL is not wholly copied, and SQLite appends instead (checkpoint starvation). 1,000
+#: streamed requests back to back grew it by about 12 MB a second, 90 MB in 7 s, and every page
+#: read searches it. Past this size the proxy's own connection copies the rest (`restart_wal`).
 WAL_RESTART_BYTES = 64 << 20
-#: How long that RESTART waits for the writer's lock, and then for readers (another program
-#: reading the file) to leave the WAL; if they have not, it gives up until the next checkpoint.
-WAL_RESTART_WAIT_MS = 100
 #: When the WAL starts over, SQLite truncates its file to this size; without a limit the file
 #: keeps the largest size it ever had.
 WAL_KEEP_BYTES = 16 << 20
@@ -539,9 +535,9 @@ class Store:
         self.db.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")  # this connection starts the WAL over
         return True
 
-    def checkpoint_wal(self) -> None:
-        """Copy the WAL into the database (PASSIVE: never waits for, or blocks, the request path;
-        past WAL_RESTART_BYTES, RESTART too, which blocks commits for a moment).
+    def checkpoint_wal(self) -> int:
+        """Copy the WAL into the database (PASSIVE: never waits for, or blocks, the request path);
+        return the WAL's length in bytes (what it holds since it last started over).
 
         Its own connection, so it may run in a worker thread; sqlite3 releases the GIL meanwhile.
         It only looks at the files (`maintain()`, on the event loop, acts on what it finds), and
@@ -555,12 +551,20 @@ class Store:
                 raise StorageUnavailable(f"not checkpointing: {self.path} is another file now")
             uri = Path(self.path).absolute().as_uri() + "?mode=rw"
             with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as db:
-                _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if frames * (db.execute("PRAGMA page_size").fetchone()[0] + WAL_FRAME_HEADER) >= WAL_RESTART_BYTES:
-                    db.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
-                    db.execute("PRAGMA wal_checkpoint(RESTART)")
+                frames: int = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+                page_size: int = db.execute("PRAGMA page_size").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
             raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
+        return max(frames, 0) * (page_size + WAL_FRAME_HEADER)
+
+    @_guarded
+    def restart_wal(self) -> None:
+        """After `checkpoint_wal`, copy what was written while it copied, on this connection: every
+        commit is this connection's, on the event loop, so none lands meanwhile, the WAL is wholly
+        copied, and the next commit starts it over. It blocks the event loop for that copy and its
+        fsyncs (35-40 ms under that load on a shared 2-core machine): only past WAL_RESTART_BYTES.
+        """
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @property
     def shared(self) -> bool:

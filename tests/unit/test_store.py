@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from proxy import app as app_module
 from proxy import migrations
 from proxy import store as store_module
 from proxy.store import Page, Store, Usage
@@ -549,11 +550,13 @@ def _fill(store: Store, thread_id: str, kilobytes: int) -> None:
         store.add_message(thread_id, "user", "x" * 65536)
 
 
-def test_the_wal_starts_over_under_commits_that_never_pause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_wal_starts_over_under_commits_that_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Under constant load a commit always lands while the background checkpoint copies; then the
     # WAL is never wholly copied when the next commit begins, and SQLite appends to it forever.
-    # Past WAL_RESTART_BYTES the checkpoint takes the writer's lock (RESTART) for those frames.
-    monkeypatch.setattr(store_module, "WAL_RESTART_BYTES", 256 * 1024)
+    # Past WAL_RESTART_BYTES the proxy's own connection copies the rest (no commit lands meanwhile).
+    monkeypatch.setattr(app_module, "WAL_RESTART_BYTES", 256 * 1024)
     path = tmp_path / "busy.sqlite3"
     store = Store(path)
     real_connect = sqlite3.connect
@@ -580,7 +583,7 @@ def test_the_wal_starts_over_under_commits_that_never_pause(tmp_path: Path, monk
         monkeypatch.setattr(sqlite3, "connect", CommitDuringCheckpoint)
         for _ in range(3):  # a busy second, its checkpoint, and so on
             _fill(store, thread_id, 512)
-            store.checkpoint_wal()
+            await app_module.checkpoint_round(store)
         monkeypatch.setattr(sqlite3, "connect", real_connect)
         store.add_message(thread_id, "user", "the next commit")
         # Started over: the WAL holds the last commit only (a few pages), not three seconds of them.
