@@ -563,8 +563,12 @@ class Store:
         commit is this connection's, on the event loop, so none lands meanwhile, the WAL is wholly
         copied, and the next commit starts it over. It blocks the event loop for that copy and its
         fsyncs (35-40 ms under that load on a shared 2-core machine): only past WAL_RESTART_BYTES.
+        Any failure is StorageUnavailable, as `checkpoint_wal`'s: the next round tries again.
         """
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
 
     @property
     def shared(self) -> bool:

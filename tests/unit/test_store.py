@@ -14,6 +14,7 @@ import pytest
 from proxy import app as app_module
 from proxy import migrations
 from proxy import store as store_module
+from proxy.errors import StorageUnavailable
 from proxy.store import Page, Store, Usage
 
 OWNER = "owner-a"
@@ -608,4 +609,27 @@ def test_the_wal_file_shrinks_when_it_starts_over(tmp_path: Path, monkeypatch: p
         store.add_message(thread_id, "user", "after the burst")  # starts the WAL over
         assert wal.stat().st_size <= 128 * 1024
     finally:
+        store.close()
+
+
+def test_a_failed_wal_restart_is_a_storage_fault_the_next_round_retries(tmp_path: Path) -> None:
+    # The checkpoint loop survives StorageUnavailable only; any SQLite error must arrive as one.
+    store = Store(tmp_path / "locked.sqlite3")
+    real = store.db
+
+    class Failing:
+        in_transaction = False
+        total_changes = 0
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if "wal_checkpoint" in sql:
+                raise sqlite3.OperationalError("database table is locked")
+            return real.execute(sql, *args)
+
+    try:
+        store.db = Failing()  # type: ignore[assignment]
+        with pytest.raises(StorageUnavailable, match=r"checkpointing .* failed: database table is locked"):
+            store.restart_wal()
+    finally:
+        store.db = real
         store.close()
