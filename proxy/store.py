@@ -560,10 +560,12 @@ class Store:
     @_guarded
     def restart_wal(self) -> None:
         """After `checkpoint_wal`, copy what was written while it copied, on this connection: every
-        commit is this connection's, on the event loop, so none lands meanwhile, the WAL is wholly
-        copied, and the next commit starts it over. It blocks the event loop for that copy and its
-        fsyncs (35-40 ms under that load on a shared 2-core machine): only past WAL_RESTART_BYTES.
-        Any failure is StorageUnavailable, as `checkpoint_wal`'s: the next round tries again.
+        commit of this process is this connection's, on the event loop, so none lands meanwhile,
+        the WAL is wholly copied, and the next commit starts it over (unless another process
+        writes to the same file, or reads an older snapshot: then it waits for a quieter moment).
+        It blocks the event loop for that copy and its fsyncs (35-40 ms under that load on a
+        shared 2-core machine): only past WAL_RESTART_BYTES. Any failure is StorageUnavailable,
+        as `checkpoint_wal`'s: the next round tries again.
         """
         try:
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
