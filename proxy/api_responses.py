@@ -121,8 +121,7 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
         body["tool_calls"] = final.tool_calls
         body["stop_reason"] = "tool_calls"
     response = JSONResponse(body)
-    # Time in the proxy outside LM Studio: before LM Studio was asked, and after it was done.
-    overhead = (stream.lm_started - request.state.started) + (time.perf_counter() - stream.lm_finished)
+    overhead = stream.overhead(request.state.started, stream.lm_finished)
     response.headers["X-Proxy-Overhead-Ms"] = f"{overhead * 1000:.2f}"
     return response
 

@@ -37,8 +37,12 @@ class EventStream:
         self._last_write = 0.0  # loop time of the last write of text
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = self.stream
+        # As on a JSON answer, but up to the first token: the proxy's own share of its wait.
+        overhead = stream.overhead(scope["state"]["started"], stream.first_answer_at)
+        headers = [*HEADERS, (b"x-proxy-overhead-ms", b"%.2f" % (overhead * 1000))]
         try:
-            await respond(receive, send, self._write, self._write_ready)
+            await respond(receive, send, self._write, self._write_ready, headers)
         finally:
             # Also when the client left before the body started, or sending failed.
             if not self.stream.finished.is_set():
@@ -100,6 +104,7 @@ async def respond(
     send: Send,
     write: Callable[[Send], Awaitable[None]],
     first: Callable[[Send], Awaitable[bool]] | None = None,
+    headers: list[tuple[bytes, bytes]] = HEADERS,
 ) -> None:
     """Send an SSE response whose body `write` sends, until it ends or the client disconnects.
 
@@ -107,7 +112,7 @@ async def respond(
     A second task watches for the disconnect, so the body stops at once when the client goes,
     not at its next write; the caller's `finally` then stops what produced the events.
     """
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     if first is not None:
         try:
             if not await first(send):

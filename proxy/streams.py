@@ -130,6 +130,7 @@ class ActiveStream:
         self.last_sent = asyncio.get_running_loop().time()  # loop time of the last SSE write (heartbeats)
         self.lm_started = 0.0  # perf_counter() when LM Studio was first asked (load or predict)
         self.lm_finished = 0.0  # perf_counter() when LM Studio's part was over
+        self.first_answer_at = 0.0  # perf_counter() of LM Studio's first answer (or of the end, if none came)
         self.unstored = False  # storing the request's rows failed: the outcome stores nothing
 
     # -- the caller's side ---------------------------------------------------------------
@@ -140,6 +141,12 @@ class ActiveStream:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.spec.accepted_at
+
+    def overhead(self, request_started: float, lm_done: float) -> float:
+        """Seconds the proxy spent outside LM Studio on the way to now: from the request's start
+        until LM Studio was asked, and from `lm_done` (its first answer, for a stream's headers;
+        its end, for a JSON answer) until now. The `X-Proxy-Overhead-Ms` header."""
+        return (self.lm_started - request_started) + (time.perf_counter() - lm_done if lm_done else 0.0)
 
     def partial_length(self) -> int:
         return sum(len(p) for p in self.parts)
@@ -411,7 +418,7 @@ class ActiveStream:
                     kind = fragment.kind
                     if not answered:
                         answered = True
-                        self.answered.set()
+                        self._note_answer()
                     if kind == "content":
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
@@ -486,6 +493,11 @@ class ActiveStream:
         """Save at once (a tool call, a tool about to run), not at the registry's next tick."""
         self.registry.store.checkpoints([self.checkpoint_row(now)])
 
+    def _note_answer(self) -> None:
+        if not self.answered.is_set():
+            self.first_answer_at = time.perf_counter()
+            self.answered.set()
+
     def _on_load_progress(self, progress: float) -> None:
         # The SDK reports 100% for a model that is already loaded: not news for the client.
         if progress < self._load_reported + 0.1 and progress < 1.0:
@@ -493,7 +505,7 @@ class ActiveStream:
         if progress >= 1.0 and self._load_reported < 0:
             return
         self._load_reported = progress
-        self.answered.set()
+        self._note_answer()
         self.outbox.push(
             {
                 "event": "response.processing",
@@ -544,7 +556,7 @@ class ActiveStream:
         self.outbox.push(event)
         self.outbox.close()
         self.finished.set()
-        self.answered.set()
+        self._note_answer()
         log.info(
             "stream end thread=%s response=%s model=%s outcome=%s stop_reason=%s tokens=%d",
             s.thread_id, s.response_id, s.model, self.outcome, self.final.usage.stop_reason,

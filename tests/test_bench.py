@@ -94,6 +94,7 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
     relay_rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
     assert [row[0] for row in relay_rows] == ["1", "2"], out
     assert "✓" in out or "✗" in out
+    assert "the proxy's own part (its X-Proxy-Overhead-Ms" in out
     assert "bench: " in err  # progress goes to stderr, the tables to stdout
     assert list(private_tmp.iterdir()) == []
     assert _children() == []
@@ -105,6 +106,8 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert report["ttft"]["direct"]["samples"] == report["ttft"]["proxy"]["samples"] == 3
     assert set(report["ttft"]["overhead"]) == set(report["ttft"]["overhead_raw_client"]) == {"p50_ms", "p99_ms"}
     assert report["ttft"]["proxy_raw_client"]["samples"] == 3
+    own = report["ttft"]["proxy_own"]  # the proxy's X-Proxy-Overhead-Ms, inside what the client waited
+    assert own["samples"] == 3 and 0 <= own["p50_ms"] <= report["ttft"]["proxy_raw_client"]["p50_ms"]
     static = report["ttft"]["static_get"]
     assert static["httpx"]["samples"] == static["raw_client"]["samples"] == 3
     assert static["httpx"]["p50_ms"] > 0 and static["raw_client"]["p50_ms"] > 0

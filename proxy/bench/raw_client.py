@@ -11,13 +11,19 @@ import contextlib
 import json
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import API_KEY
 
 _COMPLETED_START = b'data: {"event":"response.completed"'
+_OVERHEAD = re.compile(rb"\r\nx-proxy-overhead-ms: *([0-9.]+)\r\n", re.IGNORECASE)
 _COMPLETED_TOKENS = re.compile(rb'"event":"response\.completed".*"output_tokens":(\d+)')
+
+
+class FirstToken(NamedTuple):
+    seconds: float  # from sending the request to the first content delta
+    proxy_own_seconds: float  # the proxy's own part, from its X-Proxy-Overhead-Ms header
 
 
 class RawClient:
@@ -50,8 +56,8 @@ class RawClient:
         length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
         return int(lines[0].split(b" ")[1]), await reader.readexactly(length)
 
-    async def ttft(self, body: dict[str, Any]) -> float:
-        """Seconds from sending the request to the first content delta; reads the stream to its end."""
+    async def ttft(self, body: dict[str, Any]) -> FirstToken:
+        """The time to the first content delta, and the proxy's own part of it; reads the stream to its end."""
         self._reader, self._writer = await self._connection()
         payload = json.dumps(body).encode()
         request = (
@@ -70,7 +76,10 @@ class RawClient:
                 first = time.perf_counter()
         if first is None:
             raise BenchError(f"no content delta in the stream: {buffer[-300:]!r}")
-        return first - started
+        own = _OVERHEAD.search(buffer[: buffer.find(b"\r\n\r\n") + 2])
+        if own is None:
+            raise BenchError(f"no X-Proxy-Overhead-Ms header: {buffer[:300]!r}")
+        return FirstToken(first - started, float(own.group(1)) / 1000)
 
     async def stream(self, body: dict[str, Any]) -> int:
         """Read one SSE stream to its end without parsing the frames; its `response.completed` output_tokens."""

@@ -76,6 +76,11 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
         p, o = ttft["proxy"][key], ttft["overhead"][key]
         rows.append([q, "httpx", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", "", ""])
     out += _table(["", "client", "direct", "proxy", "overhead", "target", ""], rows)
+    own = ttft["proxy_own"]
+    out.append(
+        f"the proxy's own part (its X-Proxy-Overhead-Ms: before LM Studio was asked, and from LM Studio's first "
+        f"fragment to the headers): p50 {own['p50_ms']:.2f} ms, p99 {own['p99_ms']:.2f} ms"
+    )
     g = ttft["static_get"]
     out.append(
         f"httpx's own cost: GET {g['path']} takes {g['httpx']['p50_ms']:.2f} ms with httpx and "

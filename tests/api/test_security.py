@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,6 +70,23 @@ def test_non_streaming_reports_proxy_overhead(harness: Harness) -> None:
         response = client.post("/v1/model/response", json={"inputs": [{"role": "user", "content": "x [tokens=2]"}]})
     overhead = float(response.headers["x-proxy-overhead-ms"])
     assert 0 <= overhead < float(response.elapsed.total_seconds() * 1000)
+
+
+def test_streaming_reports_proxy_overhead_up_to_the_first_token(make_harness: Any) -> None:
+    # LM Studio takes 150 ms for the prompt: the headers wait for it (they leave with the first
+    # token), and the header's figure leaves it out, as the JSON answer's leaves out generation.
+    h: Harness = make_harness(prompt_seconds=0.15)
+    body = {"inputs": [{"role": "user", "content": "x [tokens=3]"}], "stream": True}
+    with h.client() as client:
+        # The first request also connects to LM Studio and lists its models (not a prediction).
+        assert client.post("/v1/model/response", json={**body, "stream": False}).status_code == 200
+        started = time.perf_counter()
+        with client.stream("POST", "/v1/model/response", json=body) as response:
+            waited_ms = (time.perf_counter() - started) * 1000
+            overhead = float(response.headers["x-proxy-overhead-ms"])
+            assert b"response.content_delta" in b"".join(response.iter_raw())
+    assert waited_ms >= 150
+    assert 0 <= overhead < 75  # the proxy's own part; with LM Studio's wait it would be over 150
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
     direct: list[float] = []
     proxy: list[float] = []
     raw: list[float] = []
+    own: list[float] = []  # the proxy's X-Proxy-Overhead-Ms of each minimal-client request
     prompt = f"Say hello. [tokens={TTFT_TOKENS}]"
     body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": c.model_key,
             "max_tokens": TTFT_TOKENS}  # fmt: skip
@@ -29,7 +30,9 @@ async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
         proxy.append((await c.proxy(prompt, TTFT_TOKENS)).ttft)
 
     async def raw_side() -> None:
-        raw.append(await client.ttft(body))
+        first = await client.ttft(body)
+        raw.append(first.seconds)
+        own.append(first.proxy_own_seconds)
 
     # What httpx costs by itself: the same small GET with each client (no LM Studio involved).
     httpx_get: list[float] = []
@@ -63,5 +66,8 @@ async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
         "overhead": overhead,
         "proxy_raw_client": r,
         "overhead_raw_client": raw_overhead,
+        # What the proxy itself counts: its time before LM Studio was asked, and from LM Studio's
+        # first fragment to the response's headers (the kernel's and uvicorn's parts are not in it).
+        "proxy_own": ms_summary(own),
         "static_get": {"path": STATIC_PATH, "httpx": ms_summary(httpx_get), "raw_client": ms_summary(raw_get)},
     }
