@@ -33,7 +33,11 @@ class _WatchedOutbox(Outbox):
 def _stream(outbox: Outbox, interval: float) -> Any:
     metrics = SimpleNamespace(relay=SimpleNamespace(observe=lambda seconds: None))
     registry = SimpleNamespace(write_interval=interval, metrics=metrics)
-    return SimpleNamespace(outbox=outbox, registry=registry, last_sent=0.0)
+    overhead = lambda request_started, lm_done: 0.001  # noqa: E731  (ActiveStream.overhead)
+    return SimpleNamespace(outbox=outbox, registry=registry, last_sent=0.0, first_answer_at=0.0, overhead=overhead)
+
+
+SCOPE = {"type": "http", "state": {"started": 0.0}}  # RequestContext's state
 
 
 class _Send:
@@ -104,7 +108,7 @@ async def test_the_first_batch_leaves_with_the_headers_in_the_handlers_own_task(
 
     leaving = asyncio.ensure_future(leave_after_the_first_body())
     async with asyncio.timeout(10):
-        await EventStream(cast(Any, stream))({"type": "http"}, receive, send)
+        await EventStream(cast(Any, stream))(SCOPE, receive, send)
     await leaving
     body = sse.frames([{"event": "response.content_delta", "delta": "first"}])
     assert sent[:2] == [("http.response.start", b"", True), ("http.response.body", body, True)]
@@ -198,5 +202,5 @@ async def test_a_client_gone_at_the_first_write_stops_the_stream_quietly() -> No
         return {"type": "http.disconnect"}
 
     async with asyncio.timeout(10):
-        await EventStream(cast(Any, stream))({"type": "http"}, receive, send)  # no exception
+        await EventStream(cast(Any, stream))(SCOPE, receive, send)  # no exception
     assert stopped == [True]  # and the stream was stopped, as when the writer task's send fails
