@@ -38,10 +38,10 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = self.stream
-        # As on a JSON answer, but up to the first token: the proxy's own share of its wait.
-        overhead = stream.overhead(scope["state"]["started"], stream.first_answer_at)
-        headers = [*HEADERS, (b"x-proxy-overhead-ms", b"%.2f" % (overhead * 1000))]
         try:
+            # As on a JSON answer, but up to the first token: the proxy's own share of its wait.
+            overhead = stream.overhead(scope["state"]["started"], stream.first_answer_at)
+            headers = [*HEADERS, (b"x-proxy-overhead-ms", b"%.2f" % (overhead * 1000))]
             await respond(receive, send, self._write, self._write_ready, headers)
         finally:
             # Also when the client left before the body started, or sending failed.
