@@ -43,7 +43,7 @@ api = Endpoints()
         response_description="The response: one JSON body, or (stream: true) an SSE stream",
         description="The user message is stored when the request is accepted, the assistant message when the "
         "prediction ends.\n\n" + STREAM_DESCRIPTION,
-        stream_description=STREAM_DESCRIPTION,
+        stream_description=STREAM_DESCRIPTION, headers=(bodies.OVERHEAD_HEADER,),
     ),
 )  # fmt: skip
 async def create_response(request: Request) -> Response:
@@ -121,8 +121,7 @@ async def _wait_json(request: Request, stream: ActiveStream) -> Response:
         body["tool_calls"] = final.tool_calls
         body["stop_reason"] = "tool_calls"
     response = JSONResponse(body)
-    overhead = stream.overhead(request.state.started, stream.lm_finished)
-    response.headers["X-Proxy-Overhead-Ms"] = f"{overhead * 1000:.2f}"
+    response.headers[bodies.OVERHEAD_HEADER] = stream.overhead_ms(request.state.started, stream.lm_finished)
     return response
 
 

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from proxy.errors import error_classes
 from proxy.routing import Endpoints, Operation, OperationRoute
-from proxy.wire.bodies import ErrorEnvelope
+from proxy.wire.bodies import OVERHEAD_HEADER, OVERHEAD_HEADER_DESCRIPTION, ErrorEnvelope
 from proxy.wire.events import STREAM_DESCRIPTION, StreamEvent
 
 JSON = dict[str, Any]
@@ -45,6 +45,10 @@ TAGS = [
     {"name": "usage", "description": "Token usage (proxy addition)"},
     {"name": "meta", "description": "Health, metrics, this document, the playground"},
 ]
+HEADERS: JSON = {
+    "X-Request-Id": {"description": "The request id (req_…), on every response", "schema": {"type": "string"}},
+    OVERHEAD_HEADER: {"description": OVERHEAD_HEADER_DESCRIPTION, "schema": {"type": "string"}},
+}
 REQUEST_ID_HEADER: JSON = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}}
 
 
@@ -129,7 +133,8 @@ def _operation(route: OperationRoute, refs: dict[str, JSON]) -> JSON:
             "required": op.body_required,
             "content": {"application/json": {"schema": refs[_name(op.body)]}},
         }
-    ok: JSON = {"description": op.response_description, "headers": REQUEST_ID_HEADER}
+    headers = {**REQUEST_ID_HEADER, **{name: {"$ref": f"#/components/headers/{name}"} for name in op.headers}}
+    ok: JSON = {"description": op.response_description, "headers": headers}
     if op.response is not None:
         ok["content"] = {op.media: {"schema": refs[_name(op.response)]}}
     elif op.status != 204:
@@ -188,12 +193,7 @@ def document(routes: Sequence[BaseRoute]) -> JSON:
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "responses": _error_responses(),
-            "headers": {
-                "X-Request-Id": {
-                    "description": "The request id (req_…), on every response",
-                    "schema": {"type": "string"},
-                }
-            },
+            "headers": HEADERS,
             "securitySchemes": {
                 "XApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "ApiKey": {"type": "apiKey", "in": "header", "name": "api-key"},

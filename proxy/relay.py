@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy import sse
 from proxy.outbox import TEXT_EVENTS
+from proxy.wire.bodies import OVERHEAD_HEADER
 
 if TYPE_CHECKING:
     from proxy.streams import ActiveStream
@@ -27,6 +28,7 @@ HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),  # reverse proxies: do not buffer the stream
 ]
+_OVERHEAD_HEADER = OVERHEAD_HEADER.lower().encode()
 
 
 class EventStream:
@@ -40,8 +42,8 @@ class EventStream:
         stream = self.stream
         try:
             # As on a JSON answer, but up to the first token: the proxy's own share of its wait.
-            overhead = stream.overhead(scope["state"]["started"], stream.first_answer_at)
-            headers = [*HEADERS, (b"x-proxy-overhead-ms", b"%.2f" % (overhead * 1000))]
+            overhead = stream.overhead_ms(scope["state"]["started"], stream.first_answer_at)
+            headers = [*HEADERS, (_OVERHEAD_HEADER, overhead.encode())]
             await respond(receive, send, self._write, self._write_ready, headers)
         finally:
             # Also when the client left before the body started, or sending failed.

@@ -37,6 +37,7 @@ class Operation:
     description: str | None = None
     media: str = "application/json"
     stream_description: str | None = None  # also answers text/event-stream (create with stream: true)
+    headers: tuple[str, ...] = ()  # its answer's headers besides X-Request-Id (`proxy/openapi.py` HEADERS)
 
 
 class OperationRoute(Route):

@@ -554,7 +554,7 @@ class Store:
                 frames: int = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
                 page_size: int = db.execute("PRAGMA page_size").fetchone()[0]
         except (OSError, sqlite3.Error) as exc:
-            raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
+            raise self._checkpoint_failed(exc) from exc
         return max(frames, 0) * (page_size + WAL_FRAME_HEADER)
 
     @_guarded
@@ -570,7 +570,10 @@ class Store:
         try:
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
-            raise StorageUnavailable(f"checkpointing {self.path} failed: {exc}") from exc
+            raise self._checkpoint_failed(exc) from exc
+
+    def _checkpoint_failed(self, exc: Exception) -> StorageUnavailable:
+        return StorageUnavailable(f"checkpointing {self.path} failed: {exc}")
 
     @property
     def shared(self) -> bool:

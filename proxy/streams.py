@@ -142,11 +142,12 @@ class ActiveStream:
     def elapsed(self) -> float:
         return time.monotonic() - self.spec.accepted_at
 
-    def overhead(self, request_started: float, lm_done: float) -> float:
-        """Seconds the proxy spent outside LM Studio on the way to now: from the request's start
-        until LM Studio was asked, and from `lm_done` (its first answer, for a stream's headers;
-        its end, for a JSON answer) until now. The `X-Proxy-Overhead-Ms` header."""
-        return (self.lm_started - request_started) + (time.perf_counter() - lm_done if lm_done else 0.0)
+    def overhead_ms(self, request_started: float, lm_done: float) -> str:
+        """The `X-Proxy-Overhead-Ms` header: the proxy's time outside LM Studio on the way to now,
+        from the request's start until LM Studio was asked, and from `lm_done` (its first answer,
+        for a stream's headers; its end, for a JSON answer) until now."""
+        seconds = (self.lm_started - request_started) + (time.perf_counter() - lm_done if lm_done else 0.0)
+        return f"{seconds * 1000:.2f}"
 
     def partial_length(self) -> int:
         return sum(len(p) for p in self.parts)

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 
 from proxy.bench.errors import BenchError
 from proxy.bench.settings import API_KEY
+from proxy.wire.bodies import OVERHEAD_HEADER
 
 _COMPLETED_START = b'data: {"event":"response.completed"'
-_OVERHEAD = re.compile(rb"\r\nx-proxy-overhead-ms: *([0-9.]+)\r\n", re.IGNORECASE)
+_OVERHEAD = re.compile(rb"\r\n" + OVERHEAD_HEADER.encode() + rb": *([0-9.]+)\r\n", re.IGNORECASE)
 _COMPLETED_TOKENS = re.compile(rb'"event":"response\.completed".*"output_tokens":(\d+)')
 
 
@@ -78,7 +79,7 @@ class RawClient:
             raise BenchError(f"no content delta in the stream: {buffer[-300:]!r}")
         own = _OVERHEAD.search(buffer[: buffer.find(b"\r\n\r\n") + 2])
         if own is None:
-            raise BenchError(f"no X-Proxy-Overhead-Ms header: {buffer[:300]!r}")
+            raise BenchError(f"no {OVERHEAD_HEADER} header: {buffer[:300]!r}")
         return FirstToken(first - started, float(own.group(1)) / 1000)
 
     async def stream(self, body: dict[str, Any]) -> int:

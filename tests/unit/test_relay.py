@@ -33,8 +33,10 @@ class _WatchedOutbox(Outbox):
 def _stream(outbox: Outbox, interval: float) -> Any:
     metrics = SimpleNamespace(relay=SimpleNamespace(observe=lambda seconds: None))
     registry = SimpleNamespace(write_interval=interval, metrics=metrics)
-    overhead = lambda request_started, lm_done: 0.001  # noqa: E731  (ActiveStream.overhead)
-    return SimpleNamespace(outbox=outbox, registry=registry, last_sent=0.0, first_answer_at=0.0, overhead=overhead)
+    overhead_ms = lambda request_started, lm_done: "1.00"  # noqa: E731  (ActiveStream.overhead_ms)
+    return SimpleNamespace(
+        outbox=outbox, registry=registry, last_sent=0.0, first_answer_at=0.0, overhead_ms=overhead_ms
+    )
 
 
 SCOPE = {"type": "http", "state": {"started": 0.0}}  # RequestContext's state
