@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import typing
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -129,6 +130,61 @@ class ConnectionLimits:
     timeout_response: Callable[[], bytes]
 
 
+class _HeadersWithBody:
+    """A transport that sends a response's headers in one write with the body that follows them.
+
+    uvicorn writes the status line and headers on `http.response.start` and the body on the
+    next message, two syscalls, two TCP segments and two wake-ups of the client, though the app
+    sends both in the same step (a JSON answer; an SSE stream's first token). The headers are
+    held instead until the next write or the end of this turn of the event loop, whichever
+    comes first; bytes are never reordered, and closing writes what is held first.
+    """
+
+    __slots__ = ("_flush_handle", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._flush_handle: asyncio.Handle | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is not None:
+            data = self._held + bytes(data)
+            self._held = None
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+        elif data[:9] == b"HTTP/1.1 " and not self._transport.is_closing():  # a response's head
+            self._held = bytes(data)
+            self._flush_handle = self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def drop(self) -> None:
+        """The connection is gone: what is held goes nowhere."""
+        self._held = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the transport's
+        return getattr(self._transport, name)
+
+
 class _GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a timer while it waits for the client, and a connection cap."""
 
@@ -169,6 +225,7 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = typing.cast(asyncio.Transport, _HeadersWithBody(transport, self.loop))
         if len(self.connections) > self.limits.max_connections and not self._make_room():
             self.transport.close()
             return
@@ -208,6 +265,8 @@ class _GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if isinstance(self.transport, _HeadersWithBody):
+            self.transport.drop()
         self._waiting_since = None
         super().connection_lost(exc)
 

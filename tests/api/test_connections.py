@@ -146,3 +146,37 @@ def test_idle_sockets_do_not_lock_clients_out(
             with contextlib.suppress(OSError):
                 sock.close()
         proxy.stop()
+
+
+TCP_INFO_DATA_SEGS_IN = 152  # struct tcp_info's tcpi_data_segs_in (Linux 4.6 and later)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="counts TCP segments with Linux's TCP_INFO")
+def test_a_json_answer_reaches_the_client_in_one_tcp_segment(make_harness: Any) -> None:
+    """The head waits for the body (`serving._HeadersWithBody`): one write, one segment, one wake-up.
+
+    uvicorn alone writes the status line and headers, then the body: two segments, and a client
+    that reads the head before the body is there has to wait again for it.
+    """
+    h: Harness = make_harness(make_config())
+    with socket.create_connection(("127.0.0.1", h.server.port)) as sock:
+        sock.settimeout(60)
+        for _ in range(3):  # each answer on the kept-alive connection
+            before = _data_segments_in(sock)
+            sock.sendall(_request_head("GET", "/v1/threads"))
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+            while len(body) < length:
+                body += sock.recv(65536)
+            assert json.loads(body)["data"] == []
+            assert _data_segments_in(sock) - before == 1
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    if len(info) < TCP_INFO_DATA_SEGS_IN + 4:
+        pytest.skip("this kernel's TCP_INFO has no tcpi_data_segs_in")
+    return int.from_bytes(info[TCP_INFO_DATA_SEGS_IN : TCP_INFO_DATA_SEGS_IN + 4], sys.byteorder)
