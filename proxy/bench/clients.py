@@ -134,7 +134,6 @@ class Clients:
                         if changed is not None:
                             changed.set()
                         if close_when is not None and close_when(sample):
-                            sample.closed_wall = time.time()
                             break  # leaving the block closes the half-read response: the connection goes
                     elif name in TERMINAL_EVENTS:
                         sample.terminal, sample.terminal_at = str(name), time.perf_counter()

@@ -59,17 +59,13 @@ class RawClient:
 
     async def ttft(self, body: dict[str, Any]) -> FirstToken:
         """The time to the first content delta, and the proxy's own part of it; reads the stream to its end."""
-        self._reader, self._writer = await self._connection()
-        payload = json.dumps(body).encode()
-        request = (
-            f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-        ).encode() + payload
+        reader, writer = await self._connection()
+        request = self._create_request(body)
         started = time.perf_counter()
-        self._writer.write(request)
+        writer.write(request)
         buffer, first = b"", None
         while not (buffer.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in buffer):  # chunked body's end
-            chunk = await self._reader.read(65536)
+            chunk = await reader.read(65536)
             if not chunk:
                 raise BenchError("the proxy closed the connection")
             buffer += chunk
@@ -85,14 +81,7 @@ class RawClient:
     async def stream(self, body: dict[str, Any]) -> int:
         """Read one SSE stream to its end without parsing the frames; its `response.completed` output_tokens."""
         reader, writer = await self._connection()
-        payload = json.dumps(body).encode()
-        writer.write(
-            (
-                f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-            ).encode()
-            + payload
-        )
+        writer.write(self._create_request(body))
         tail = b""
         while not (tail.endswith(b"\r\n0\r\n\r\n") and b"data: [DONE]" in tail):  # chunked body's end
             chunk = await reader.read(65536)
@@ -107,8 +96,31 @@ class RawClient:
             raise BenchError(f"the stream did not end with response.completed: {tail[-300:]!r}")
         return int(found.group(1))
 
+    async def disconnect_after(self, body: dict[str, Any], deltas: int) -> float:
+        """Start a stream, close the connection once `deltas` content deltas came: time.time() of the close."""
+        reader, writer = await self._connection()
+        writer.write(self._create_request(body))
+        buffer = b""
+        while buffer.count(b"response.content_delta") < deltas:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise BenchError(f"the stream ended before {deltas} deltas: {buffer[-300:]!r}")
+            buffer += chunk
+        closed = time.time()
+        await self.aclose()
+        return closed
+
+    def _create_request(self, body: dict[str, Any]) -> bytes:
+        payload = json.dumps(body).encode()
+        return (
+            f"POST /v1/model/response HTTP/1.1\r\nHost: {self.host}\r\nX-API-Key: {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
+
     async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        """Close the connection (the next request opens a new one)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
             with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+                await writer.wait_closed()

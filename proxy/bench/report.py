@@ -118,8 +118,8 @@ def _relay(relay: list[dict[str, Any]], tokens: int, seconds: float, ok: dict[st
 def _stops(c: dict[str, Any], disconnect: dict[str, Any] | None, ok: dict[str, bool]) -> list[str]:
     pace = " at 200 tokens/s" if disconnect is not None else " as LM Studio runs"
     out = [
-        f"Cancel and disconnect latency (ms, from the client's action; generation{pace}; the cancel is sent "
-        "with the minimal HTTP client)"
+        f"Cancel and disconnect latency (ms, from the client's action; generation{pace}; the minimal HTTP "
+        "client sends the cancel and closes the connection)"
     ]
     rows = []
     if c["to_lmstudio"] is not None:

@@ -106,7 +106,7 @@ async def _measure(
         # client by seconds of buffered tokens, and a stop would measure that backlog.
         await c.sim_settings(STOP_TOKENS_PER_SECOND)
         cancel_figures = await cancel(c, proxy_url, args.repeat)
-        disconnect_figures = await disconnect(c, args.repeat) if sim_url else None
+        disconnect_figures = await disconnect(c, proxy_url, args.repeat) if sim_url else None
         # Needs the simulator's pace control: a real LM Studio would run 256 predictions at its own speed.
         saturation_figures = await saturation(c, proxy_url, args.saturation) if sim_url and args.saturation else None
         return {

@@ -13,6 +13,7 @@ WORKERS_RELAY_SECONDS = 2.0  # the same for `serve --workers N` against one proc
 TTFT_TOKENS = 8
 LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long before the end
 DELTAS_BEFORE_STOP = 3
+DISCONNECT_SETTLE = 0.025  # seconds after a disconnect before the simulator's record is asked for
 WARMUP = 10
 MEMORY_TOKENS_PER_SECOND = 20.0  # the simulator's speed while the memory streams are open
 STOP_TOKENS_PER_SECOND = 200.0  # the simulator's speed while cancels and disconnects are timed

@@ -29,7 +29,6 @@ class Sample:
     thread_id: str = ""
     terminal: str = ""
     terminal_at: float = 0.0
-    closed_wall: float = 0.0  # time.time() when the client closed the connection early
     text: list[str] | None = None  # the deltas' text, when the caller wants it kept (None: not kept)
 
     @property
