@@ -223,8 +223,22 @@ def new_response(
     )  # fmt: skip
 
 
+_second: tuple[int, str] = (-1, "")  # the last second now_iso formatted, and its text
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as 2026-12-01T22:49:39.123456Z; the date and time part is formatted once a second.
+
+    A request stores several timestamps, and strftime (with Python's own %f handling) was most
+    of the cost of each; the second's text is kept, and only the microseconds are formatted.
+    """
+    global _second
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    second, text = _second
+    if second != seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second = (seconds, text)
+    return f"{text}.{nanoseconds // 1000:06d}Z"
 
 
 MESSAGE_COUNT = "(SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND m.deleted_at IS NULL) AS message_count"

@@ -6,6 +6,8 @@ import concurrent.futures
 import contextlib
 import sqlite3
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -633,3 +635,15 @@ def test_a_failed_wal_restart_is_a_storage_fault_the_next_round_retries(tmp_path
     finally:
         store.db = real
         store.close()
+
+
+def test_now_iso_formats_each_instant_as_datetime_does_across_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert before <= store_module.now_iso() <= datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The second's text is kept: each new second (and a clock set back) must replace it.
+    second = 10**9
+    for ns in (1_700_000_000 * second - 1, 1_700_000_000 * second, 1_700_000_000 * second + 123_456_789,
+               1_600_000_000 * second + second // 2):  # fmt: skip
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        instant = datetime.fromtimestamp(ns // second, UTC) + timedelta(microseconds=ns % second // 1000)
+        assert store_module.now_iso() == instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
