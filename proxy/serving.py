@@ -149,12 +149,9 @@ class _HeadersWithBody:
         self._flush_handle: asyncio.Handle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is not None:
-            data = self._held + bytes(data)
-            self._held = None
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
-                self._flush_handle = None
+        held = self.drop()
+        if held is not None:
+            data = held + bytes(data)
         elif data[:9] == b"HTTP/1.1 " and not self._transport.is_closing():  # a response's head
             self._held = bytes(data)
             self._flush_handle = self._loop.call_soon(self._flush)
@@ -162,24 +159,21 @@ class _HeadersWithBody:
         self._transport.write(data)
 
     def _flush(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._held is not None:
-            held, self._held = self._held, None
-            if not self._transport.is_closing():
-                self._transport.write(held)
+        held = self.drop()
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
 
     def close(self) -> None:
         self._flush()
         self._transport.close()
 
-    def drop(self) -> None:
-        """The connection is gone: what is held goes nowhere."""
-        self._held = None
+    def drop(self) -> bytes | None:
+        """Take what is held (the connection is gone: it goes nowhere)."""
+        held, self._held = self._held, None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        return held
 
     def __getattr__(self, name: str) -> Any:  # everything else is the transport's
         return getattr(self._transport, name)
