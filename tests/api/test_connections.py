@@ -180,3 +180,20 @@ def _data_segments_in(sock: socket.socket) -> int:
     if len(info) < TCP_INFO_DATA_SEGS_IN + 4:
         pytest.skip("this kernel's TCP_INFO has no tcpi_data_segs_in")
     return int.from_bytes(info[TCP_INFO_DATA_SEGS_IN : TCP_INFO_DATA_SEGS_IN + 4], sys.byteorder)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="counts TCP segments with Linux's TCP_INFO")
+def test_a_streams_head_reaches_the_client_with_its_first_events(make_harness: Any) -> None:
+    """The SSE head and the events ready when the handler answers leave in one write (with a
+    live LM Studio those include the first token; the test asks only for the first event, which
+    is there whatever LM Studio's pace)."""
+    h: Harness = make_harness(make_config(), tokens_per_second=20.0)
+    body = json.dumps({"inputs": [{"role": "user", "content": "Hello"}], "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", h.server.port)) as sock:
+        sock.settimeout(60)
+        sock.sendall(_request_head("POST", "/v1/model/response", length=len(body)) + body)
+        received = b""
+        while b"\r\n\r\n" not in received or b"\n\n" not in received.partition(b"\r\n\r\n")[2]:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200 ") and b"data: {" in received
+        assert _data_segments_in(sock) == 1, received
