@@ -151,12 +151,12 @@ class _HeadersWithBody:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self.drop()
         if held is not None:
-            data = held + bytes(data)
+            self._transport.writelines((held, data))  # one write, without copying the body
         elif data[:9] == b"HTTP/1.1 " and not self._transport.is_closing():  # a response's head
             self._held = bytes(data)
             self._flush_handle = self._loop.call_soon(self._flush)
-            return
-        self._transport.write(data)
+        else:
+            self._transport.write(data)
 
     def _flush(self) -> None:
         held = self.drop()

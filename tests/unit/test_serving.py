@@ -40,6 +40,9 @@ class _Transport:
         assert not self.closed
         self.writes.append(bytes(data))
 
+    def writelines(self, chunks: tuple[bytes, ...]) -> None:  # one writev
+        self.write(b"".join(chunks))
+
     def is_closing(self) -> bool:
         return self.closed
 
