@@ -76,6 +76,8 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "3 samples each way",
         "raw client",
         "httpx's own cost",
+        "the machine's floor (the two hops any proxy adds",
+        "the overhead above it: p50",
         "warm-up:",
         "direct CPU µs/tok",
         "own µs/tok",
@@ -108,6 +110,11 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert report["ttft"]["proxy_raw_client"]["samples"] == 3
     own = report["ttft"]["proxy_own"]  # the proxy's X-Proxy-Overhead-Ms, inside what the client waited
     assert own["samples"] == 3 and 0 <= own["p50_ms"] <= report["ttft"]["proxy_raw_client"]["p50_ms"]
+    floor = report["ttft"]["floor"]  # the do-nothing server, after the direct side's p50 of idle wait
+    assert floor["samples"] == 3 and floor["p50_ms"] > 0 and floor["idle_ms"] == report["ttft"]["direct"]["p50_ms"]
+    assert report["ttft"]["overhead_above_floor"] == {
+        k: round(report["ttft"]["overhead_raw_client"][k] - floor[k], 3) for k in ("p50_ms", "p99_ms")
+    }
     static = report["ttft"]["static_get"]
     assert static["httpx"]["samples"] == static["raw_client"]["samples"] == 3
     assert static["httpx"]["p50_ms"] > 0 and static["raw_client"]["p50_ms"] > 0

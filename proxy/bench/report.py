@@ -81,6 +81,12 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
         f"the proxy's own part (its X-Proxy-Overhead-Ms: before LM Studio was asked, and from LM Studio's first "
         f"fragment to the headers): p50 {own['p50_ms']:.2f} ms, p99 {own['p99_ms']:.2f} ms"
     )
+    floor, above = ttft["floor"], ttft["overhead_above_floor"]
+    out.append(
+        f"the machine's floor (the two hops any proxy adds: a request to a do-nothing server in its own process, "
+        f"after the same {floor['idle_ms']:.2f} ms idle wait): p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} "
+        f"ms; the overhead above it: p50 {above['p50_ms']:+.2f} ms, p99 {above['p99_ms']:+.2f} ms"
+    )
     g = ttft["static_get"]
     out.append(
         f"httpx's own cost: GET {g['path']} takes {g['httpx']['p50_ms']:.2f} ms with httpx and "

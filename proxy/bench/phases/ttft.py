@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,7 +13,7 @@ from proxy.bench.settings import STATIC_PATH, TTFT_TOKENS
 from proxy.bench.stats import ms_summary
 
 
-async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
+async def ttft(c: Clients, proxy_url: str, floor_url: str, repeat: int) -> dict[str, Any]:
     c.say(f"time to first token: {repeat} pairs")
     direct: list[float] = []
     proxy: list[float] = []
@@ -58,6 +59,7 @@ async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
         await client.aclose()
     await c.clear_records()
     d, p, r = ms_summary(direct), ms_summary(proxy), ms_summary(raw)
+    floor = await _floor(floor_url, float(d["p50_ms"]) / 1000, repeat)
     overhead = {k: round(float(p[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
     raw_overhead = {k: round(float(r[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
     return {
@@ -70,4 +72,22 @@ async def ttft(c: Clients, proxy_url: str, repeat: int) -> dict[str, Any]:
         # first fragment to the response's headers (the kernel's and uvicorn's parts are not in it).
         "proxy_own": ms_summary(own),
         "static_get": {"path": STATIC_PATH, "httpx": ms_summary(httpx_get), "raw_client": ms_summary(raw_get)},
+        "floor": floor,
+        # What is left of the overhead once the floor's two hops are taken off: the proxy's work.
+        "overhead_above_floor": {k: round(raw_overhead[k] - float(floor[k]), 3) for k in ("p50_ms", "p99_ms")},
     }
+
+
+async def _floor(url: str, idle: float, repeat: int) -> dict[str, Any]:
+    """A request to the do-nothing server (`proxy.bench.floor`) after `idle` seconds of waiting, as
+    a TTFT sample waits for LM Studio: the two hops a proxy adds, at this machine's wake-up cost."""
+    client = RawClient(url)
+    samples: list[float] = []
+    try:
+        await client.get("/")  # the connection is open before the first sample
+        for _ in range(repeat):
+            await asyncio.sleep(idle)
+            samples.append(await client.get("/"))
+    finally:
+        await client.aclose()
+    return {"idle_ms": round(idle * 1000, 3), **ms_summary(samples)}
