@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.wire.requests import CreateResponseRequest
+from proxy.wire.requests import CreateResponseRequest, FunctionTool
 
 NOT_EXECUTED = "The tool was not executed: no result was sent for this call."
 RESULT_LOST = "The result of this tool was not recorded: the proxy stopped while it ran, so it may or may not have run."
@@ -107,8 +107,6 @@ def _close(messages: list[dict[str, Any]], pending: list[str], proxy_run: set[st
 
 def tool_specs(req: CreateResponseRequest) -> list[dict[str, Any]]:
     """The request's function tools as `{name, description, parameters}` for the bridge."""
-    from proxy.wire.requests import FunctionTool
-
     return [
         {
             "name": t.name,

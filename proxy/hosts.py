@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 
+SEEN_HOSTS = 64  # allowed Host values remembered (more only cost the parse again)
+
 
 class HostGuard:
     def __init__(self, allowed_hosts: list[str]) -> None:
@@ -19,10 +21,19 @@ class HostGuard:
         self.everything = "*" in names
         self.exact = {n for n in names if not n.startswith(".")}
         self.suffixes = tuple(n for n in names if n.startswith("."))
+        # Host values already allowed (a client sends the same one every time), up to a bound:
+        # the parse below, an IP literal's most of all, is a cost on every request's path.
+        self._seen: set[bytes] = set()
 
     def allows(self, host_header: bytes | None) -> bool:
-        if host_header is None or self.everything:
+        if host_header is None or self.everything or host_header in self._seen:
             return True
+        allowed = self._allows(host_header)
+        if allowed and len(self._seen) < SEEN_HOSTS:
+            self._seen.add(host_header)
+        return allowed
+
+    def _allows(self, host_header: bytes) -> bool:
         host = host_header.decode("latin-1").strip().lower()
         if host.startswith("["):  # [v6]:port
             host = host[1 : host.find("]")] if "]" in host else host
