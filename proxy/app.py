@@ -41,6 +41,7 @@ from proxy.files import FileStore, files_directory
 from proxy.hosts import HostGuard
 from proxy.models import ModelCatalog
 from proxy.registry import StreamRegistry
+from proxy.relay import RAW_SEND
 from proxy.replicas import ReplicaRegistry
 from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 from proxy.state import Proxy, default_database_path
@@ -218,6 +219,14 @@ async def _checkpoint_wal(store: Store, checkpoints: bool) -> None:
                 log.warning("WAL checkpoint failed: %s", exc.message)
 
 
+class ProxyApp(Starlette):
+    """Starlette, with the server's own `send` kept in the scope for SSE bodies (`relay.RAW_SEND`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
     """How the proxy is served, in the foreground (`serve`) and in a thread (`BackgroundServer`)."""
     server = config.server
@@ -354,7 +363,7 @@ def create_app(
                 expose_headers=["X-Request-Id"],
             ),
         )
-    app = Starlette(
+    app = ProxyApp(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,

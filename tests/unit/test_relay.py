@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from proxy import sse
 from proxy.outbox import Outbox
-from proxy.relay import EventStream
+from proxy.relay import RAW_SEND, EventStream
 
 HOUR = 3600.0  # a write interval no test may wait out: only the stream's end may cut it short
 
@@ -206,3 +206,56 @@ async def test_a_client_gone_at_the_first_write_stops_the_stream_quietly() -> No
     async with asyncio.timeout(10):
         await EventStream(cast(Any, stream))(SCOPE, receive, send)  # no exception
     assert stopped == [True]  # and the stream was stopped, as when the writer task's send fails
+
+
+async def test_the_headers_go_through_the_middleware_send_and_the_body_straight_to_the_servers() -> None:
+    # ProxyApp keeps the server's own `send` in the scope: the wrappers between act on the
+    # headers only (RequestContext adds X-Request-Id there), so the body skips them.
+    outbox = Outbox()
+    outbox.push_text("response.content_delta", "delta", "a")
+    outbox.push(cast(Any, {"event": "response.completed", "response_id": "r"}))
+    outbox.close()
+    stream = _stream(outbox, HOUR)
+    stream.finished = SimpleNamespace(is_set=lambda: True)
+    wrapped: list[str] = []
+    server: list[str] = []
+
+    async def through_middleware(message: MutableMapping[str, Any]) -> None:
+        wrapped.append(message["type"])
+
+    async def servers_send(message: MutableMapping[str, Any]) -> None:
+        server.append(message["type"])
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    async with asyncio.timeout(10):
+        await EventStream(cast(Any, stream))({**SCOPE, RAW_SEND: servers_send}, receive, through_middleware)
+    assert wrapped == ["http.response.start"]
+    assert server == ["http.response.body"]  # the whole stream in one write, [DONE] included
+
+
+async def test_the_app_keeps_the_servers_send_in_the_scope(tmp_path: Any) -> None:
+    from proxy.app import create_app, proxy_of_app
+    from proxy.config import Config
+
+    app = create_app(Config(), database=str(tmp_path / "proxy.db"))
+    seen: list[object] = []
+
+    async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope.get(RAW_SEND))
+
+    app.middleware_stack = endpoint  # what Starlette would run: only the scope matters here
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    try:
+        await app({"type": "http", "path": "/", "headers": []}, receive, send)
+    finally:
+        proxy_of_app(app).store.close()
+    assert seen == [send]
