@@ -31,8 +31,8 @@ HEADERS = [
 _OVERHEAD_HEADER = OVERHEAD_HEADER.lower().encode()
 # The scope key of the server's own `send` (`app.ProxyApp` puts it there). A stream's body
 # messages go straight to it: every wrapper between (Starlette's two, RequestContext's, CORS)
-# acts on `http.response.start` alone: four coroutine calls fewer a write (at 128 streams about
-# 7 µs of the proxy's CPU per token in one A/B test, within the noise in another).
+# acts on `http.response.start` alone: four coroutine calls fewer a write (what that saves per
+# token was within a shared 2-core machine's noise: see CHANGELOG.md).
 RAW_SEND = "lmstudio_proxy.send"
 
 
