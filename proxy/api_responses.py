@@ -84,7 +84,7 @@ async def _body(request: Request) -> bytes:
             raise ClientDisconnect()
         parts.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return parts[0] if len(parts) == 1 else b"".join(parts)
+            return b"".join(parts)  # (one part: that part itself, not a copy)
 
 
 async def _wait_json(request: Request, stream: ActiveStream) -> Response:
