@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from proxy import bench
 from proxy.bench.checks import checks
+from proxy.bench.errors import BenchError
 from proxy.bench.options import postgresql_url, seconds, stream_counts
 from proxy.bench.stats import percentile
 
@@ -78,6 +81,9 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "httpx's own cost",
         "the machine's floor (the two hops any proxy adds",
         "the overhead above it: p50",
+        "raw client, bare relay",
+        "the bare relay (the proxy's server and SDK doing nothing else",
+        "the proxy's overhead above it: p50",
         "warm-up:",
         "direct CPU µs/tok",
         "own µs/tok",
@@ -114,6 +120,12 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert floor["samples"] == 3 and floor["p50_ms"] > 0 and floor["idle_ms"] == report["ttft"]["direct"]["p50_ms"]
     assert report["ttft"]["overhead_above_floor"] == {
         k: round(report["ttft"]["overhead_raw_client"][k] - floor[k], 3) for k in ("p50_ms", "p99_ms")
+    }
+    t = report["ttft"]  # the bare relay: sampled as often as the others; the two differences add up
+    assert t["bare_relay"]["samples"] == 3 and t["bare_relay"]["p50_ms"] > 0
+    assert t["overhead_bare_relay"] == {k: round(t["bare_relay"][k] - t["direct"][k], 3) for k in ("p50_ms", "p99_ms")}
+    assert t["overhead_above_bare_relay"] == {
+        k: round(t["overhead_raw_client"][k] - t["overhead_bare_relay"][k], 3) for k in ("p50_ms", "p99_ms")
     }
     static = report["ttft"]["static_get"]
     assert static["httpx"]["samples"] == static["raw_client"]["samples"] == 3
@@ -287,3 +299,49 @@ def test_bench_scaleout_on_postgresql(private_tmp: Path, postgres_url: str, caps
 def test_database_option_takes_only_postgresql(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         postgresql_url(text)
+
+
+def test_the_bare_relay_streams_the_simulators_text(
+    simulator: Any, free_port: Callable[[], int], tmp_path: Path
+) -> None:
+    """The bench's bare relay (`proxy.bench.bare`) in its own process: LM Studio's text, as deltas, then [DONE]."""
+    import asyncio
+
+    from proxy.bench.processes import Child
+    from proxy.bench.raw_client import RawClient
+    from proxy.simulator.textgen import answer_tokens
+    from proxy.sse import parse
+
+    port = free_port()
+    relay = Child("bare relay", tmp_path / "bare.log")
+    relay.start([sys.executable, "-m", "proxy.bench.bare", str(port), simulator.host_port])
+    prompt = "Say hello. [tokens=6]"
+    body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": "simulated-llm", "max_tokens": 6}
+
+    async def stream() -> tuple[float, bytes]:
+        client = RawClient(f"http://127.0.0.1:{port}")
+        try:
+            first = await client.ttft(body, own_header=False)  # no X-Proxy-Overhead-Ms: none asked for
+            with pytest.raises(BenchError, match="X-Proxy-Overhead-Ms"):  # the proxy's answers must carry it
+                await client.ttft(body)
+            reader, writer = await client._connection()
+            writer.write(client._create_request(body))
+            received = b""
+            while not received.endswith(b"\r\n0\r\n\r\n"):
+                received += await reader.read(65536)
+            return first.seconds, received
+        finally:
+            await client.aclose()
+
+    try:
+        relay.wait_ready(f"http://127.0.0.1:{port}/")
+        seconds, received = asyncio.run(stream())
+    finally:
+        relay.stop()
+    assert seconds > 0
+    head, _, chunked = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    events = parse(b"".join(chunked.split(b"\r\n")[1::2]))  # the chunks' data, without their sizes
+    assert events[-1] == "[DONE]"
+    deltas = [e["delta"] for e in events[:-1] if isinstance(e, dict) and e["event"] == "response.content_delta"]
+    assert "".join(deltas) == "".join(itertools.islice(answer_tokens(prompt), 6))

@@ -75,6 +75,8 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
         rows.append([q, "raw client", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", limit, _mark(ok[f"TTFT overhead {q} (ms)"])])
         p, o = ttft["proxy"][key], ttft["overhead"][key]
         rows.append([q, "httpx", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", "", ""])
+        p, o = ttft["bare_relay"][key], ttft["overhead_bare_relay"][key]
+        rows.append([q, "raw client, bare relay", f"{d:.2f}", f"{p:.2f}", f"{o:+.2f}", "", ""])
     out += _table(["", "client", "direct", "proxy", "overhead", "target", ""], rows)
     own = ttft["proxy_own"]
     out.append(
@@ -86,6 +88,11 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
         f"the machine's floor (the two hops any proxy adds: a request to a do-nothing server in its own process, "
         f"after the same {floor['idle_ms']:.2f} ms idle wait): p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} "
         f"ms; the overhead above it: p50 {above['p50_ms']:+.2f} ms, p99 {above['p99_ms']:+.2f} ms"
+    )
+    above = ttft["overhead_above_bare_relay"]
+    out.append(
+        "the bare relay (the proxy's server and SDK doing nothing else: what any proxy made of them adds here); "
+        f"the proxy's overhead above it: p50 {above['p50_ms']:+.2f} ms, p99 {above['p99_ms']:+.2f} ms"
     )
     g = ttft["static_get"]
     out.append(

@@ -68,10 +68,16 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
         children.append(floor)
         floor.start([sys.executable, "-m", "proxy.bench.floor", str(floor_port)])
         floor_url = f"http://127.0.0.1:{floor_port}"
+        bare_port = free_port()
+        bare = Child("bare relay", workdir / "bare.log")
+        children.append(bare)
+        bare.start([sys.executable, "-m", "proxy.bench.bare", str(bare_port), lm_host])
+        bare_url = f"http://127.0.0.1:{bare_port}"
         floor.wait_ready(f"{floor_url}/")
+        bare.wait_ready(f"{bare_url}/")
         proxy.wait_ready(f"{proxy_url}/health")
         try:
-            report = asyncio.run(_measure(args, lm_host, proxy, proxy_url, sim_url, floor_url))
+            report = asyncio.run(_measure(args, lm_host, proxy, proxy_url, sim_url, floor_url, bare_url))
             proxy.check_running()
             proxy.stop()  # the scale-out phases start servers of their own
             children.remove(proxy)
@@ -98,7 +104,13 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _measure(
-    args: argparse.Namespace, lm_host: str, proxy: Child, proxy_url: str, sim_url: str | None, floor_url: str
+    args: argparse.Namespace,
+    lm_host: str,
+    proxy: Child,
+    proxy_url: str,
+    sim_url: str | None,
+    floor_url: str,
+    bare_url: str,
 ) -> dict[str, Any]:
     streams: tuple[int, ...] = args.streams
     async with Clients.open(lm_host, proxy_url, sim_url, args.model, sys.stderr) as c:
@@ -106,7 +118,7 @@ async def _measure(
         started = time.perf_counter()
         await warm_up(c, streams, args.tokens)
         memory_figures = await memory(c, proxy, max(streams) if sim_url else min(max(streams), MEMORY_STREAMS_LMSTUDIO))
-        ttft_figures = await ttft(c, proxy_url, floor_url, args.repeat)
+        ttft_figures = await ttft(c, proxy_url, floor_url, bare_url, args.repeat)
         relay_rows = [await relay(c, proxy, count, args.tokens, args.relay_seconds) for count in streams]
         # Stops are timed at a real model's pace: at full speed the simulator outruns any
         # client by seconds of buffered tokens, and a stop would measure that backlog.

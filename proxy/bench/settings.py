@@ -15,6 +15,7 @@ LONG_TOKENS = 100_000  # cancel, disconnect and memory streams: cut short long b
 DELTAS_BEFORE_STOP = 3
 DISCONNECT_SETTLE = 0.025  # seconds after a disconnect before the simulator's record is asked for
 WARMUP = 10
+BARE_WARMUP = 5  # requests to the bare relay before its TTFT samples (its model handle, its connection)
 MEMORY_TOKENS_PER_SECOND = 20.0  # the simulator's speed while the memory streams are open
 STOP_TOKENS_PER_SECOND = 200.0  # the simulator's speed while cancels and disconnects are timed
 SATURATION_TOKENS_PER_SECOND = 40.0  # each stream's pace in the saturation phase

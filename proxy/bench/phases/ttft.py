@@ -1,4 +1,5 @@
-"""Time to first token: direct, through the proxy with httpx, and with the minimal client, interleaved."""
+"""Time to first token: direct, through the proxy with httpx and with the minimal client, and through
+the bare relay (`proxy.bench.bare`) with the minimal client, interleaved."""
 
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ from typing import Any
 
 from proxy.bench.clients import Clients
 from proxy.bench.raw_client import RawClient
-from proxy.bench.settings import STATIC_PATH, TTFT_TOKENS
+from proxy.bench.settings import BARE_WARMUP, STATIC_PATH, TTFT_TOKENS
 from proxy.bench.stats import ms_summary
 
 
-async def ttft(c: Clients, proxy_url: str, floor_url: str, repeat: int) -> dict[str, Any]:
-    c.say(f"time to first token: {repeat} pairs")
+async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat: int) -> dict[str, Any]:
+    c.say(f"time to first token: {repeat} samples each way")
     direct: list[float] = []
     proxy: list[float] = []
     raw: list[float] = []
+    bare: list[float] = []  # the bare relay's, with the minimal client
     own: list[float] = []  # the proxy's X-Proxy-Overhead-Ms of each minimal-client request
     prompt = f"Say hello. [tokens={TTFT_TOKENS}]"
     body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": c.model_key,
             "max_tokens": TTFT_TOKENS}  # fmt: skip
     client = RawClient(proxy_url)
+    bare_client = RawClient(bare_url)
 
     async def direct_side() -> None:
         direct.append((await c.direct(prompt, TTFT_TOKENS)).ttft)
@@ -33,7 +36,11 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, repeat: int) -> dict[
     async def raw_side() -> None:
         first = await client.ttft(body)
         raw.append(first.seconds)
+        assert first.proxy_own_seconds is not None  # (the proxy's answer must carry it: checked by ttft)
         own.append(first.proxy_own_seconds)
+
+    async def bare_side() -> None:
+        bare.append((await bare_client.ttft(body, own_header=False)).seconds)
 
     # What httpx costs by itself: the same small GET with each client (no LM Studio involved).
     httpx_get: list[float] = []
@@ -47,21 +54,26 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, repeat: int) -> dict[
     async def raw_get_side() -> None:
         raw_get.append(await client.get(STATIC_PATH))
 
-    sides: list[Callable[[], Awaitable[None]]] = [direct_side, httpx_side, raw_side]
+    sides: list[Callable[[], Awaitable[None]]] = [direct_side, httpx_side, raw_side, bare_side]
     try:
+        for _ in range(BARE_WARMUP):  # its model handle and connection (the others are warm by now)
+            await bare_client.ttft(body, own_header=False)
         for i in range(repeat):
-            for side in sides[i % 3 :] + sides[: i % 3]:  # each side goes first as often as the others
+            k = i % len(sides)
+            for side in sides[k:] + sides[:k]:  # each side goes first as often as the others
                 await side()
         for i in range(repeat):
             for side in (httpx_get_side, raw_get_side)[:: 1 if i % 2 else -1]:
                 await side()
     finally:
         await client.aclose()
+        await bare_client.aclose()
     await c.clear_records()
-    d, p, r = ms_summary(direct), ms_summary(proxy), ms_summary(raw)
+    d, p, r, b = ms_summary(direct), ms_summary(proxy), ms_summary(raw), ms_summary(bare)
     floor = await _floor(floor_url, float(d["p50_ms"]) / 1000, repeat)
     overhead = {k: round(float(p[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
     raw_overhead = {k: round(float(r[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
+    bare_overhead = {k: round(float(b[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
     return {
         "direct": d,
         "proxy": p,
@@ -75,6 +87,11 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, repeat: int) -> dict[
         "floor": floor,
         # What is left of the overhead once the floor's two hops are taken off: the proxy's work.
         "overhead_above_floor": {k: round(raw_overhead[k] - float(floor[k]), 3) for k in ("p50_ms", "p99_ms")},
+        # The same server and SDK doing nothing else: what any proxy made of them adds here, and
+        # what is left of the overhead above it (the proxy's own work, and its coalesced writes).
+        "bare_relay": b,
+        "overhead_bare_relay": bare_overhead,
+        "overhead_above_bare_relay": {k: round(raw_overhead[k] - bare_overhead[k], 3) for k in ("p50_ms", "p99_ms")},
     }
 
 
