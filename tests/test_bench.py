@@ -84,6 +84,7 @@ def test_bench_prints_every_figure(private_tmp: Path, capsys: pytest.CaptureFixt
         "raw client, bare relay",
         "the bare relay (the proxy's server and SDK doing nothing else",
         "the proxy's overhead above it: p50",
+        "CPU per request (3 samples each): the proxy",
         "warm-up:",
         "direct CPU µs/tok",
         "own µs/tok",
@@ -127,6 +128,7 @@ def test_bench_json(private_tmp: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert t["overhead_above_bare_relay"] == {
         k: round(t["overhead_raw_client"][k] - t["overhead_bare_relay"][k], 3) for k in ("p50_ms", "p99_ms")
     }
+    assert all(cpu > 0 for cpu in t["cpu_ms_per_request"].values()), t["cpu_ms_per_request"]
     static = report["ttft"]["static_get"]
     assert static["httpx"]["samples"] == static["raw_client"]["samples"] == 3
     assert static["httpx"]["p50_ms"] > 0 and static["raw_client"]["p50_ms"] > 0

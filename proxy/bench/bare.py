@@ -1,7 +1,8 @@
 """A bare relay: the proxy's server and SDK with none of its work, for the bench's TTFT phase.
 
-The same uvicorn (httptools, uvloop where installed) and the same `lmstudio` SDK calls as the
-proxy, and nothing else: no validation, no store, no registry, no events but the text. Its TTFT
+The proxy's own server (uvicorn with `serving.guarded_protocol`: httptools, uvloop where
+installed, a response's headers sent with its first body) and the same `lmstudio` SDK calls,
+and nothing else: no validation, no store, no registry, no events but the text. Its TTFT
 overhead is what any proxy built from these parts pays on this machine; the proxy's figure above
 it is what the proxy's own work costs. Only for measuring: it answers `POST
 /v1/model/response` (the last input's text, `model`, `max_tokens`) with `response.content_delta`
@@ -18,6 +19,9 @@ from typing import Any
 import lmstudio
 import uvicorn
 from starlette.types import Receive, Scope, Send
+
+from proxy.config import Config
+from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 
@@ -87,7 +91,11 @@ class BareRelay:
 
 def main(argv: list[str]) -> None:
     port, host = int(argv[0]), argv[1]
-    uvicorn.run(BareRelay(host), host="127.0.0.1", port=port, log_level="warning", http="httptools")
+    server = Config().server  # the proxy's default bounds
+    limits = ConnectionLimits(
+        server.header_timeout_seconds, server.body_timeout_seconds, default_max_connections(), lambda: b""
+    )
+    uvicorn.run(BareRelay(host), host="127.0.0.1", port=port, log_level="warning", http=guarded_protocol(limits))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,11 @@ def _ttft(ttft: dict[str, Any], ok: dict[str, bool]) -> list[str]:
         "the bare relay (the proxy's server and SDK doing nothing else: what any proxy made of them adds here); "
         f"the proxy's overhead above it: p50 {above['p50_ms']:+.2f} ms, p99 {above['p99_ms']:+.2f} ms"
     )
+    cpu = ttft["cpu_ms_per_request"]
+    out.append(
+        f"CPU per request ({ttft['direct']['samples']} samples each): the proxy {cpu['proxy']:.2f} ms, the bare relay "
+        f"{cpu['bare_relay']:.2f} ms, the direct SDK client {cpu['direct_client']:.2f} ms (this process)"
+    )
     g = ttft["static_get"]
     out.append(
         f"httpx's own cost: GET {g['path']} takes {g['httpx']['p50_ms']:.2f} ms with httpx and "

@@ -77,7 +77,7 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
         bare.wait_ready(f"{bare_url}/")
         proxy.wait_ready(f"{proxy_url}/health")
         try:
-            report = asyncio.run(_measure(args, lm_host, proxy, proxy_url, sim_url, floor_url, bare_url))
+            report = asyncio.run(_measure(args, lm_host, proxy, proxy_url, sim_url, floor_url, bare, bare_url))
             proxy.check_running()
             proxy.stop()  # the scale-out phases start servers of their own
             children.remove(proxy)
@@ -110,6 +110,7 @@ async def _measure(
     proxy_url: str,
     sim_url: str | None,
     floor_url: str,
+    bare: Child,
     bare_url: str,
 ) -> dict[str, Any]:
     streams: tuple[int, ...] = args.streams
@@ -118,7 +119,8 @@ async def _measure(
         started = time.perf_counter()
         await warm_up(c, streams, args.tokens)
         memory_figures = await memory(c, proxy, max(streams) if sim_url else min(max(streams), MEMORY_STREAMS_LMSTUDIO))
-        ttft_figures = await ttft(c, proxy_url, floor_url, bare_url, args.repeat)
+        ttft_figures = await ttft(c, proxy, proxy_url, floor_url, bare, bare_url, args.repeat)
+        bare.stop()  # (idle from here on; stopped, it cannot touch the later phases)
         relay_rows = [await relay(c, proxy, count, args.tokens, args.relay_seconds) for count in streams]
         # Stops are timed at a real model's pace: at full speed the simulator outruns any
         # client by seconds of buffered tokens, and a stop would measure that backlog.

@@ -9,17 +9,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy.bench.clients import Clients
+from proxy.bench.processes import Child
 from proxy.bench.raw_client import RawClient
 from proxy.bench.settings import BARE_WARMUP, STATIC_PATH, TTFT_TOKENS
 from proxy.bench.stats import ms_summary
 
 
-async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat: int) -> dict[str, Any]:
+async def ttft(
+    c: Clients, proxy: Child, proxy_url: str, floor_url: str, bare: Child, bare_url: str, repeat: int
+) -> dict[str, Any]:
     c.say(f"time to first token: {repeat} samples each way")
     direct: list[float] = []
-    proxy: list[float] = []
+    httpx_ttft: list[float] = []
     raw: list[float] = []
-    bare: list[float] = []  # the bare relay's, with the minimal client
+    bare_ttft: list[float] = []  # the bare relay's, with the minimal client
+    direct_cpu = 0.0  # this process's CPU during the direct samples: the SDK client's
     own: list[float] = []  # the proxy's X-Proxy-Overhead-Ms of each minimal-client request
     prompt = f"Say hello. [tokens={TTFT_TOKENS}]"
     body = {"inputs": [{"role": "user", "content": prompt}], "stream": True, "model": c.model_key,
@@ -28,10 +32,13 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat
     bare_client = RawClient(bare_url)
 
     async def direct_side() -> None:
+        nonlocal direct_cpu
+        cpu = time.process_time()
         direct.append((await c.direct(prompt, TTFT_TOKENS)).ttft)
+        direct_cpu += time.process_time() - cpu
 
     async def httpx_side() -> None:
-        proxy.append((await c.proxy(prompt, TTFT_TOKENS)).ttft)
+        httpx_ttft.append((await c.proxy(prompt, TTFT_TOKENS)).ttft)
 
     async def raw_side() -> None:
         first = await client.ttft(body)
@@ -40,7 +47,7 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat
         own.append(first.proxy_own_seconds)
 
     async def bare_side() -> None:
-        bare.append((await bare_client.ttft(body, own_header=False)).seconds)
+        bare_ttft.append((await bare_client.ttft(body, own_header=False)).seconds)
 
     # What httpx costs by itself: the same small GET with each client (no LM Studio involved).
     httpx_get: list[float] = []
@@ -58,10 +65,12 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat
     try:
         for _ in range(BARE_WARMUP):  # its model handle and connection (the others are warm by now)
             await bare_client.ttft(body, own_header=False)
+        cpu = proxy.run_seconds(), bare.run_seconds()
         for i in range(repeat):
             k = i % len(sides)
             for side in sides[k:] + sides[:k]:  # each side goes first as often as the others
                 await side()
+        proxy_cpu, bare_cpu = proxy.run_seconds() - cpu[0], bare.run_seconds() - cpu[1]
         for i in range(repeat):
             for side in (httpx_get_side, raw_get_side)[:: 1 if i % 2 else -1]:
                 await side()
@@ -69,7 +78,7 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat
         await client.aclose()
         await bare_client.aclose()
     await c.clear_records()
-    d, p, r, b = ms_summary(direct), ms_summary(proxy), ms_summary(raw), ms_summary(bare)
+    d, p, r, b = ms_summary(direct), ms_summary(httpx_ttft), ms_summary(raw), ms_summary(bare_ttft)
     floor = await _floor(floor_url, float(d["p50_ms"]) / 1000, repeat)
     overhead = {k: round(float(p[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
     raw_overhead = {k: round(float(r[k]) - float(d[k]), 3) for k in ("p50_ms", "p99_ms")}
@@ -92,6 +101,13 @@ async def ttft(c: Clients, proxy_url: str, floor_url: str, bare_url: str, repeat
         "bare_relay": b,
         "overhead_bare_relay": bare_overhead,
         "overhead_above_bare_relay": {k: round(raw_overhead[k] - bare_overhead[k], 3) for k in ("p50_ms", "p99_ms")},
+        # CPU per request of these short streams: the proxy served two a round (httpx's and the
+        # minimal client's), the bare relay one, the direct SDK client one (this process meanwhile).
+        "cpu_ms_per_request": {
+            "proxy": round(proxy_cpu / (2 * repeat) * 1000, 3),
+            "bare_relay": round(bare_cpu / repeat * 1000, 3),
+            "direct_client": round(direct_cpu / repeat * 1000, 3),
+        },
     }
 
 
