@@ -19,7 +19,7 @@ from proxy import bench
 from proxy.bench.checks import checks
 from proxy.bench.errors import BenchError
 from proxy.bench.options import postgresql_url, seconds, stream_counts
-from proxy.bench.stats import percentile
+from proxy.bench.stats import balanced_orders, percentile
 
 MICRO_FIGURES = (
     "request parse, decode_create (µs)",
@@ -347,3 +347,18 @@ def test_the_bare_relay_streams_the_simulators_text(
     assert events[-1] == "[DONE]"
     deltas = [e["delta"] for e in events[:-1] if isinstance(e, dict) and e["event"] == "response.content_delta"]
     assert "".join(deltas) == "".join(itertools.islice(answer_tokens(prompt), 6))
+
+
+@pytest.mark.parametrize("n", [2, 4, 6, 8])
+def test_balanced_orders_put_each_side_after_each_other_once(n: int) -> None:
+    """The TTFT phase's orders: each side first once, and after each other side exactly once."""
+    orders = balanced_orders(n)
+    assert len(orders) == n and all(sorted(order) == list(range(n)) for order in orders)
+    assert sorted(order[0] for order in orders) == list(range(n))
+    pairs = [(a, b) for order in orders for a, b in itertools.pairwise(order)]
+    assert sorted(pairs) == [(a, b) for a in range(n) for b in range(n) if a != b]
+
+
+def test_balanced_orders_need_an_even_count() -> None:
+    with pytest.raises(ValueError, match="even"):
+        balanced_orders(3)

@@ -29,3 +29,16 @@ def ms_summary(seconds: Sequence[float]) -> dict[str, float | int]:
 def per_token_us(cpu_seconds: float, tokens: int) -> float | None:
     """CPU microseconds per token; None when no token was counted."""
     return round(cpu_seconds / tokens * 1e6, 2) if tokens else None
+
+
+def balanced_orders(n: int) -> list[list[int]]:
+    """n orders of `range(n)` (n even) in which each item comes first once and follows each other
+    item exactly once (a Williams design): whatever one side leaves behind on a busy machine (a
+    process still finishing its last request) falls on every other side equally.
+    """
+    if n % 2:
+        raise ValueError("a balanced order needs an even number of sides")
+    first = [0]
+    for step in range(1, n):  # 0, 1, n-1, 2, n-2, ...
+        first.append((step + 1) // 2 if step % 2 else n - step // 2)
+    return [[(i + shift) % n for i in first] for shift in range(n)]

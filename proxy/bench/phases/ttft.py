@@ -12,7 +12,7 @@ from proxy.bench.clients import Clients
 from proxy.bench.processes import Child
 from proxy.bench.raw_client import RawClient
 from proxy.bench.settings import BARE_WARMUP, STATIC_PATH, TTFT_TOKENS
-from proxy.bench.stats import ms_summary
+from proxy.bench.stats import balanced_orders, ms_summary
 
 
 async def ttft(
@@ -66,10 +66,10 @@ async def ttft(
         for _ in range(BARE_WARMUP):  # its model handle and connection (the others are warm by now)
             await bare_client.ttft(body, own_header=False)
         cpu = proxy.run_seconds(), bare.run_seconds()
+        orders = balanced_orders(len(sides))  # each side follows each other one equally often
         for i in range(repeat):
-            k = i % len(sides)
-            for side in sides[k:] + sides[:k]:  # each side goes first as often as the others
-                await side()
+            for index in orders[i % len(orders)]:
+                await sides[index]()
         proxy_cpu, bare_cpu = proxy.run_seconds() - cpu[0], bare.run_seconds() - cpu[1]
         for i in range(repeat):
             for side in (httpx_get_side, raw_get_side)[:: 1 if i % 2 else -1]:
