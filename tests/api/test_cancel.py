@@ -47,6 +47,14 @@ def _cancel(h: Harness, thread_id: str, key: str = KEY) -> httpx.Response:
         return client.post(f"/v1/model/response/{thread_id}/cancel")
 
 
+def _settled(h: Harness) -> dict[str, Any]:
+    """The last prediction's record once LM Studio has ended it. A cancel is answered, and the
+    stream ends, as soon as LM Studio was *sent* the cancel (see the test of that below), so
+    the simulator may still be taking it in when the client has seen the terminal event."""
+    record: dict[str, Any] = h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] != "running")[-1]
+    return record
+
+
 def _messages(h: Harness, thread_id: str) -> list[dict[str, Any]]:
     with h.client() as client:
         data: list[dict[str, Any]] = client.get(f"/v1/threads/{thread_id}/messages").json()["data"]
@@ -68,7 +76,7 @@ def test_quick_edit_with_the_real_sdk(make_harness: Any) -> None:
     assert terminal["event"] == "response.cancelled" and not events_named(events, "response.completed")
     assert terminal["cancel_mode"] == "quick_edit" and terminal["partial_content_length"] == len(deltas(events))
     assert _messages(h, thread_id) == []
-    record = h.sim.predictions()[-1]
+    record = _settled(h)
     assert record["status"] == "cancelled" and record["tokens_after_cancel"] == 0
     assert_consistent(h)
 
@@ -136,7 +144,7 @@ def test_cancel_during_prompt_processing(make_harness: Any) -> None:
     h.sim.wait_for(lambda rs: bool(rs) and rs[-1]["status"] == "running")
     assert _cancel(h, reader.thread_id).json()["cancel_mode"] == "quick_edit"
     assert assert_well_terminated(reader.join())["event"] == "response.cancelled"
-    record = h.sim.predictions()[-1]
+    record = _settled(h)
     assert record["status"] == "cancelled" and record["tokens_generated"] == 0
     assert_consistent(h)
 
@@ -293,7 +301,7 @@ def test_usage_and_active_streams(make_harness: Any) -> None:
         reader.join()
         assert client.get("/v1/model/response/active").json()["data"] == []
         usage = client.get("/v1/usage").json()["data"]
-        record = h.sim.predictions()[-1]
+        record = _settled(h)
         assert usage[0]["status"] == "cancelled" and usage[0]["cancel_mode"] == "quick_edit"
         assert usage[0]["output_tokens"] == record["tokens_generated"] > 0 and usage[0]["stop_reason"] == "userStopped"
         # LM Studio's own counts land once its final packet is in (the cancel does not wait for it).
