@@ -330,7 +330,9 @@ def test_the_bare_relay_streams_the_simulators_text(
             writer.write(client._create_request(body))
             received = b""
             while not received.endswith(b"\r\n0\r\n\r\n"):
-                received += await reader.read(65536)
+                chunk = await reader.read(65536)
+                assert chunk, f"the bare relay closed the connection mid-answer: {received[-300:]!r}"
+                received += chunk
             return first.seconds, received
         finally:
             await client.aclose()
