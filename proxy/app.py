@@ -227,7 +227,7 @@ class ProxyApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def uvicorn_config(app: ASGIApp, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
+def uvicorn_config(app: Starlette, config: Config, graceful_shutdown_seconds: int) -> uvicorn.Config:
     """How the proxy is served, in the foreground (`serve`) and in a thread (`BackgroundServer`)."""
     server = config.server
     for key in ("header_timeout_seconds", "body_timeout_seconds"):

@@ -1,7 +1,7 @@
 """A bare relay: the proxy's server and SDK with none of its work, for the bench's TTFT phase.
 
-The proxy's own server (`app.uvicorn_config`: uvicorn with `serving.guarded_protocol`,
-httptools, uvloop where installed, a response's headers sent with its first body) and the same `lmstudio` SDK calls,
+The proxy's own server (uvicorn with `serving.guarded_protocol`: httptools, uvloop where
+installed, a response's headers sent with its first body) and the same `lmstudio` SDK calls,
 and nothing else: no validation, no store, no registry, no events but the text. Its TTFT
 overhead is what any proxy built from these parts pays on this machine; the proxy's figure above
 it is what the proxy's own work costs. Only for measuring: it answers `POST
@@ -21,9 +21,8 @@ import lmstudio
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from proxy.app import uvicorn_config
 from proxy.config import Config
-from proxy.serving import bind
+from proxy.serving import ConnectionLimits, default_max_connections, guarded_protocol
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8")]
 
@@ -93,9 +92,11 @@ class BareRelay:
 
 def main(argv: list[str]) -> None:
     port, host = int(argv[0]), argv[1]
-    # The proxy's own server settings (its protocol, bounds, keep-alive), with the default config.
-    server = uvicorn.Server(uvicorn_config(BareRelay(host), Config(), graceful_shutdown_seconds=1))
-    server.run(sockets=[bind("127.0.0.1", port)])
+    server = Config().server  # the proxy's default bounds
+    limits = ConnectionLimits(
+        server.header_timeout_seconds, server.body_timeout_seconds, default_max_connections(), lambda: b""
+    )
+    uvicorn.run(BareRelay(host), host="127.0.0.1", port=port, log_level="warning", http=guarded_protocol(limits))
 
 
 if __name__ == "__main__":
