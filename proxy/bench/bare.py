@@ -92,7 +92,9 @@ class BareRelay:
 
 def main(argv: list[str]) -> None:
     port, host = int(argv[0]), argv[1]
-    server = Config().server  # the proxy's default bounds
+    # The proxy's default bounds, as `app.uvicorn_config` sets them: that lives in the app layer,
+    # which only the proxy's entry points import (tests/unit/test_imports.py).
+    server = Config().server
     limits = ConnectionLimits(
         server.header_timeout_seconds, server.body_timeout_seconds, default_max_connections(), lambda: b""
     )
