@@ -32,11 +32,6 @@ class ModelCatalog:
     async def refresh(self) -> None:
         await self.backends.refresh()
 
-    def _known(self, key: str) -> bool:
-        return any(m["identifier"] == key or m["key"] == key for m in self.loaded) or any(
-            m["key"] == key for m in self.downloaded
-        )
-
     async def resolve(self, requested: str | None) -> str:
         """The LM Studio model key to use, or ResourceNotFound listing what is available.
 
@@ -57,9 +52,9 @@ class ModelCatalog:
                 "(or `lms get MODEL`), or name one with `model` in the request."
             )
         key = self.aliases.get(name, name)
-        if not self._known(key):
+        if not self.backends.knows(key):
             await self.refresh()
-            if not self._known(key):
+            if not self.backends.knows(key):
                 down = self.backends.down_holding(key)
                 if down:
                     raise BackendUnavailable(

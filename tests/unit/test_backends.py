@@ -77,6 +77,23 @@ def test_the_catalogue_is_the_union_of_the_hosts_that_answer() -> None:
     assert backends.down_holding("y") == ["b:2"] and backends.down_holding("x") == []
 
 
+def test_the_listing_sets_follow_each_new_listing_and_the_bridges_own_loads() -> None:
+    backends = _backends("a:1", "b:2")
+    a, b = backends.hosts
+    a.loaded, a.downloaded = [{"key": "m", "identifier": "m:2"}], [{"key": "d"}]
+    assert a.names() == (frozenset({"m", "m:2"}), frozenset({"d"}))
+    assert a.names()[0] is a.names()[0]  # built once per listing
+    assert backends.knows("m:2") and backends.knows("d") and not backends.knows("n")
+    a.loaded = [{"key": "n", "identifier": "n"}]  # a new listing replaces the list
+    assert a.names()[0] == {"n"} and backends.knows("n") and not backends.knows("m:2")
+    a.bridge._handles["late"] = object()  # loaded through this bridge since the listing
+    assert a.view().loaded == {"n", "late"} and backends.choose("late") is a
+    assert not backends.knows("late")  # the catalogue knows listings only (it refreshes for others)
+    b.downloaded = [{"key": "only-b"}]
+    backends._mark_down(b, "gone")
+    assert not backends.knows("only-b") and backends.down_holding("only-b") == ["b:2"]
+
+
 def test_a_down_host_is_retried_at_doubling_intervals_up_to_the_maximum() -> None:
     backends = _backends("a:1", retry_max=3.0)
     (a,) = backends.hosts
