@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Literal
 
@@ -29,7 +28,6 @@ from proxy.wire.requests import CreateResponseRequest, UsageQuery
 # Only what works: LM Studio's API has no reasoning-effort control, so a model reasons at its own
 # level; other levels are refused (422) rather than accepted and ignored.
 REASONING_LEVELS = (("medium", "The model's own reasoning (LM Studio has no effort control)", True),)
-FIRST_ANSWER_GRACE_SECONDS = 0.25
 CLIENT_GONE = 499  # nginx's "client closed request": logged and counted, sent to nobody
 
 api = Endpoints()
@@ -54,22 +52,13 @@ async def create_response(request: Request) -> Response:
     if not req.stream:
         return await _wait_json(request, stream)
     # The prediction goes to LM Studio first (the SDK's send takes a few loop turns); setting
-    # up the response meanwhile would delay it, and with it the first token.
+    # up the response meanwhile would delay it, and with it the first token. The response then
+    # waits for LM Studio's first answer itself (`EventStream`), and may still be an HTTP error.
     try:
         await stream.sent.wait()
-        # A moment for LM Studio's first answer: a connection that died since the last request
-        # fails here, and the client gets a 503 (with nothing stored) rather than a 200 and an
-        # error event. A live LM Studio answers well within it, and the first token then
-        # leaves with the response headers.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_ANSWER_GRACE_SECONDS):
-                await stream.answered.wait()
     except BaseException:
         await asyncio.shield(stream.client_gone())
         raise
-    if stream.finished.is_set() and stream.final is not None and stream.final.error is not None:
-        raise stream.final.error
-    stream.committed = True
     return EventStream(stream)  # type: ignore[return-value]  # an ASGI app, as Starlette allows
 
 

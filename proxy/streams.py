@@ -39,6 +39,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from proxy import history, mcp_client, outcomes
@@ -115,7 +116,11 @@ class ActiveStream:
         # handler waits a moment for this before it commits to SSE, so a dead connection to LM
         # Studio is still an HTTP 503 (see `api_responses.create_response`).
         self.answered = Flag()
-        self.committed = False  # the handler has started the SSE response
+        self.committed = False  # the SSE response has started (its headers are sent)
+        # Set by the SSE response while it waits for LM Studio's first answer: the pump calls it
+        # right after it has that answer in the outbox, so the headers and the first token leave
+        # in the pump's own step (`relay.EventStream`).
+        self.opener: Callable[[], Awaitable[None]] | None = None
         self.http_answer = not spec.streaming  # the outcome is answered as HTTP (decided in _finish)
         self.task: asyncio.Task[None] | None = None
         self._stop_requested = Flag()
@@ -408,6 +413,7 @@ class ActiveStream:
                     deadline.reschedule(loop.time() + config.cancel.drain_timeout_seconds)
                 fed = loop.time()
                 answered = False
+                opener = None
                 async for fragment in prediction.fragments():
                     if self._stop_requested.is_set() or self.silence_error is not None:
                         continue  # after the cancel: not part of the answer (the SDK drops them too)
@@ -420,6 +426,7 @@ class ActiveStream:
                     if not answered:
                         answered = True
                         self._note_answer()
+                        opener, self.opener = self.opener, None
                     if kind == "content":
                         if self.first_token_at is None:
                             self.first_token_at = time.monotonic()
@@ -435,6 +442,9 @@ class ActiveStream:
                         self.outbox.push({"event": "reasoning.started", "thread_id": self.thread_id})
                     else:
                         self.outbox.push({"event": "reasoning.completed", "thread_id": self.thread_id})
+                    if opener is not None:  # the first answer: out with the headers, from here
+                        await opener()
+                        opener = None
         except TimeoutError:
             log.warning(
                 "LM Studio did not finish the stream %s within the drain timeout after cancel",

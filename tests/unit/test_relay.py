@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from proxy import sse
+from proxy.flag import Flag
 from proxy.outbox import Outbox
 from proxy.relay import RAW_SEND, EventStream
 
@@ -34,9 +35,12 @@ def _stream(outbox: Outbox, interval: float) -> Any:
     metrics = SimpleNamespace(relay=SimpleNamespace(observe=lambda seconds: None))
     registry = SimpleNamespace(write_interval=interval, metrics=metrics)
     overhead_ms = lambda request_started, lm_done: "1.00"  # noqa: E731  (ActiveStream.overhead_ms)
+    answered = Flag()
+    answered.set()  # LM Studio has answered (tests of the opening set their own)
     return SimpleNamespace(
-        outbox=outbox, registry=registry, last_sent=0.0, first_answer_at=0.0, overhead_ms=overhead_ms
-    )
+        outbox=outbox, registry=registry, last_sent=0.0, first_answer_at=0.0, overhead_ms=overhead_ms,
+        answered=answered, final=None, opener=None, committed=False,
+    )  # fmt: skip
 
 
 SCOPE = {"type": "http", "state": {"started": 0.0}}  # RequestContext's state
@@ -81,9 +85,10 @@ async def test_the_end_is_written_at_once_during_a_pause_after_created_and_text(
     assert send.bodies[1:] == [end]
 
 
-async def test_the_first_batch_leaves_with_the_headers_in_the_handlers_own_task() -> None:
-    # The handler answers once LM Studio's first token is in the outbox: it goes out right after
-    # the headers, without waiting for the writer task's first turn of the event loop.
+async def test_the_first_batch_leaves_with_the_headers_in_the_responses_own_task() -> None:
+    # LM Studio's first token is in the outbox when the response opens (another server than
+    # uvicorn: the pump cannot open it): it goes out right after the headers, without waiting
+    # for the writer task's first turn of the event loop.
     outbox = Outbox()
     outbox.push_text("response.content_delta", "delta", "first")
     stream = _stream(outbox, HOUR)
@@ -114,6 +119,65 @@ async def test_the_first_batch_leaves_with_the_headers_in_the_handlers_own_task(
     await leaving
     body = sse.frames([{"event": "response.content_delta", "delta": "first"}])
     assert sent[:2] == [("http.response.start", b"", True), ("http.response.body", body, True)]
+
+
+class _Server:
+    """uvicorn's side: its `send` (a bound method, as RAW_SEND holds it) and its flow control."""
+
+    def __init__(self, write_paused: bool) -> None:
+        self.flow = SimpleNamespace(write_paused=write_paused)
+        self.sent: list[tuple[str, asyncio.Task[Any] | None]] = []
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append((message["type"], asyncio.current_task()))
+
+
+async def _opening(write_paused: bool) -> tuple[_Server, asyncio.Task[None], asyncio.Task[Any] | None]:
+    """An SSE response waiting for LM Studio's first answer; this task (the pump) then pushes the
+    answer and calls the opener, as `ActiveStream._drain` does. Returns the server, the response's
+    task, and this one."""
+    outbox = Outbox()
+    stream = _stream(outbox, HOUR)
+    stream.answered = Flag()
+    finished = Flag()
+    stream.finished = finished
+    server = _Server(write_paused)
+
+    async def through_middleware(message: MutableMapping[str, Any]) -> None:
+        await server.send(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client stays
+        raise AssertionError("unreachable")
+
+    scope = {**SCOPE, RAW_SEND: server.send}
+    response = asyncio.create_task(EventStream(cast(Any, stream))(scope, receive, through_middleware))
+    await asyncio.sleep(0)  # the response's first step (FIFO): up to its wait for the first answer
+    assert stream.opener is not None
+    outbox.push_text("response.content_delta", "delta", "first")
+    stream.answered.set()
+    opener, stream.opener = stream.opener, None
+    await opener()
+    outbox.push(cast(Any, {"event": "response.completed", "response_id": "r"}))
+    outbox.close()
+    finished.set()
+    async with asyncio.timeout(10):
+        await response
+    return server, response, asyncio.current_task()
+
+
+async def test_the_pump_opens_the_response_in_its_own_step_when_writing_cannot_wait() -> None:
+    server, _, pump = await _opening(write_paused=False)
+    # The headers and the first token left from the pump's step, before the response's task woke.
+    assert server.sent[:2] == [("http.response.start", pump), ("http.response.body", pump)]
+    assert [kind for kind, _ in server.sent[2:]] == ["http.response.body"]  # the rest, [DONE] included:
+    assert all(task not in (pump, None) for _, task in server.sent[2:])  # the response's writer
+
+
+async def test_a_client_that_reads_slowly_gets_its_response_opened_by_its_own_task() -> None:
+    # uvicorn would make the pump wait for the client: the pump leaves the opening to the response.
+    server, response, _ = await _opening(write_paused=True)
+    assert server.sent[:2] == [("http.response.start", response), ("http.response.body", response)]
 
 
 class _HeldOutbox(Outbox):
