@@ -113,8 +113,8 @@ class ActiveStream:
         self.sent = Flag()
         self.prediction: Prediction | None = None
         # LM Studio has answered (a first fragment or load progress), or the pump has ended: the
-        # handler waits a moment for this before it commits to SSE, so a dead connection to LM
-        # Studio is still an HTTP 503 (see `api_responses.create_response`).
+        # SSE response waits a moment for this before it sends its headers, so a dead connection
+        # to LM Studio is still an HTTP 503 (see `relay.EventStream`).
         self.answered = Flag()
         self.committed = False  # the SSE response has started (its headers are sent)
         # Set by the SSE response while it waits for LM Studio's first answer: the pump calls it
@@ -550,7 +550,7 @@ class ActiveStream:
             except Exception as exc:
                 error = error or (exc if isinstance(exc, ProxyError) else InternalError(STORE_FAILED))
                 log.error("the request of %s is not stored: %s", s.response_id, exc)
-        # Failed before the handler committed to SSE: the client gets an HTTP error instead,
+        # Failed before the response committed to SSE: the client gets an HTTP error instead,
         # so the outcome keeps nothing a retry would repeat.
         self.http_answer = not s.streaming or not self.committed
         if self.unstored:  # nothing of the request is stored, and nothing of its outcome will be
