@@ -65,8 +65,7 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = self.stream
-        raw_send = scope.get(RAW_SEND)
-        body_send = raw_send or send
+        body_send = scope.get(RAW_SEND) or send
         try:
             stream.opener = functools.partial(self._open_from_pump, scope, send, body_send)
             try:
@@ -110,7 +109,7 @@ class EventStream:
         """`ActiveStream.opener`: open the response in the pump's step, if writing cannot make the
         pump wait (a client that reads slowly must never hold LM Studio's stream up). Never raises:
         a failure is left to this response's own task, which wakes for the same answer."""
-        if self._opened or not _never_waits(scope.get(RAW_SEND)):
+        if self._opened or not _never_waits(body_send):
             return  # (this response's task opens it when it wakes)
         try:
             await self._open(scope, send, body_send)
@@ -195,11 +194,11 @@ async def stream_body(receive: Receive, send: Send, write: Callable[[Send], Awai
         raise failure
 
 
-def _never_waits(raw_send: Send | None) -> bool:
+def _never_waits(send: Send) -> bool:
     """Whether a write through the server's `send` completes now, without waiting: uvicorn's waits
     only while its transport holds more than it takes (a client that reads slowly). Only uvicorn's
     is known; with another server the response's own task does every write."""
-    flow = getattr(getattr(raw_send, "__self__", None), "flow", None)
+    flow = getattr(getattr(send, "__self__", None), "flow", None)
     return flow is not None and flow.write_paused is False
 
 
