@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 from errno import EADDRINUSE
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from proxy import config as config_module
 from proxy import workers
@@ -21,8 +21,12 @@ from proxy.doctor import host_list, simulator_count, unreachable
 from proxy.errors import ConfigError, ProxyError, StorageUnavailable
 from proxy.hosts import is_loopback
 from proxy.models import ModelCatalog
-from proxy.serving import NotifyingServer, bind
+from proxy.serving import NotifyingServer, bind, settle_process
 from proxy.state import default_database_path
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
 
 log = logging.getLogger("proxy.serve")
 
@@ -183,6 +187,12 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def foreground_server(app: Starlette, server_config: uvicorn.Config) -> NotifyingServer:
+    """The server `serve` runs: it owns its process, which it settles once it listens
+    (`serving.settle_process`), and it ends the streams before it waits for connections."""
+    return NotifyingServer(server_config, on_started=settle_process, before_shutdown=lambda: stop_streams(app))
+
+
 def run(args: argparse.Namespace) -> int:
     # uvicorn re-raises a SIGTERM once its graceful shutdown is done; by then the streams have
     # been ended and saved, so the process exits 0 rather than dying of the signal (and a
@@ -257,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        server = NotifyingServer(server_config, before_shutdown=lambda: stop_streams(app))
+        server = foreground_server(app, server_config)
         with sock:
             server.run(sockets=[sock])
     finally:

@@ -1,8 +1,11 @@
-"""`lmstudio-proxy serve` with a database it cannot use: one line naming the file and what to do."""
+"""`lmstudio-proxy serve` starting: a database it cannot use is one line naming the file and what
+to do; once it listens, it settles its process (and an embedded proxy leaves its host process alone)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import subprocess
@@ -10,8 +13,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+import proxy
+from proxy.app import create_app, uvicorn_config
+from proxy.config import Config
+from proxy.serve import foreground_server
+from proxy.serving import bind
 from proxy.store import Store
 
 
@@ -98,3 +107,34 @@ def test_late_fragments_on_a_closed_channel_log_one_line_per_channel() -> None:
         )
     sdk.warn("Websocket closed unexpectedly")
     assert [getattr(r, "channel_id", None) for r in records] == [7, 8, 9, 7, None]  # 7 was forgotten
+
+
+async def test_serve_takes_what_its_process_holds_out_of_the_collectors_scans_once_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen = asyncio.Event()  # (this test's process keeps its objects collectable)
+    monkeypatch.setattr(gc, "freeze", frozen.set)
+    config = Config()
+    app = create_app(config, lmstudio_host="127.0.0.1:9", database=tmp_path / "p.sqlite3")
+    server = foreground_server(app, uvicorn_config(app, config, 1))
+    with bind("127.0.0.1", 0) as sock:
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        try:
+            await asyncio.wait_for(frozen.wait(), 30)
+            assert server.started  # listening by then, its lifespan's objects made
+        finally:
+            server.should_exit = True
+            await serving
+
+
+def test_an_embedded_proxy_leaves_its_host_process_collector_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(None))
+    server = proxy.BackgroundServer(lmstudio_host="127.0.0.1:9", database=tmp_path / "p.sqlite3").start()
+    try:
+        assert httpx.get(f"{server.base_url}/health", timeout=30).status_code == 200  # serving
+    finally:
+        server.stop()
+    assert calls == []
