@@ -54,8 +54,8 @@ def settle_process() -> None:
     """Once a server that owns its process listens (`serve`, each of `serve --workers`): what
     the process holds by then (imports, the app, the store: some 75,000 objects) lives as long
     as it does, so it leaves the garbage collector's scans (`gc.freeze`). A full collection
-    scanned all of it with every stream's event loop stopped: 25-77 ms each, five in a bench
-    run; now 2-5 ms (see README.md, Performance). Never for an embedded proxy
+    scanned all of it with the event loop, and so every stream, stopped: 23-77 ms each, five in
+    a bench run; now 2-11 ms (see README.md, Performance). Never for an embedded proxy
     (`BackgroundServer`, a notebook): that process and its objects are its user's.
     """
     gc.freeze()
