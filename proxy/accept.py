@@ -9,6 +9,7 @@ with PostgreSQL, here (the database's 409 comes before LM Studio is asked).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -149,7 +150,14 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
     if not proxy.registry.accepting:
         raise ShuttingDown("The proxy is shutting down; no new responses are accepted.")
     req = _with_assistant(proxy, owner, req)
-    model = await proxy.catalog.resolve(req.model)
+    # Time spent waiting on LM Studio before the prediction (its model listing, image uploads)
+    # is LM Studio's, not the proxy's: X-Proxy-Overhead-Ms leaves it out (`StreamSpec.lm_waited`).
+    lm_waited = 0.0
+    model = proxy.catalog.lookup(req.model)
+    if model is None:
+        asked = time.perf_counter()
+        model = await proxy.catalog.resolve(req.model)
+        lm_waited += time.perf_counter() - asked
     found = await images.collect(files, owner, req)
     backend = proxy.backends.choose(model)  # the LM Studio host it runs on (and images are uploaded to)
     handles: dict[int, list[dict[str, Any]]] = {}
@@ -159,8 +167,10 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
                 f"Invalid request: inputs: the model {model} has no vision: {NOT_SUPPORTED}: images for it",
                 {"errors": [{"field": "inputs", "message": f"images need a vision model; {model} is not one"}]},
             )
+        asked = time.perf_counter()
         for image in found:  # uploaded to LM Studio now, so the prediction can start at once
             handles.setdefault(image.index, []).append(await backend.bridge.prepare_image(image.data, image.name))
+        lm_waited += time.perf_counter() - asked
     function_tools = frozenset(t.name for t in req.tools or () if isinstance(t, FunctionTool))
     mcp_tools = await mcp_client.discover(
         _mcp_servers(req), proxy.config.tools.mcp_connect_timeout_seconds, set(function_tools)
@@ -217,5 +227,6 @@ async def accept(proxy: Proxy, owner: str, req: CreateResponseRequest, trace_id:
         function_tools=function_tools,
         mcp_tools=mcp_tools,
         rows=None if proxy.store.shared else rows,
+        lm_waited=lm_waited,
     )
     return proxy.registry.start(spec, backend)

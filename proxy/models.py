@@ -32,17 +32,28 @@ class ModelCatalog:
     async def refresh(self) -> None:
         await self.backends.refresh()
 
+    def lookup(self, requested: str | None) -> str | None:
+        """The model key to use, from what is known of LM Studio's models already (None: the
+        listing must be asked for, by `resolve`). This is on every request's path."""
+        name = requested or self.default or None
+        if name is None:
+            return str(self.loaded[0]["identifier"]) if self.loaded else None
+        key = self.aliases.get(name, name)
+        return key if self.backends.knows(key) else None
+
     async def resolve(self, requested: str | None) -> str:
         """The LM Studio model key to use, or ResourceNotFound listing what is available.
 
-        This is on every request's path: a name the cache knows costs no round trip to LM
-        Studio; only an unknown name (or an empty cache) refreshes it. A model unloaded since
-        is loaded again on use, as LM Studio does for a prediction.
+        A name the cache knows costs no round trip to LM Studio (`lookup`); only an unknown name
+        (or an empty cache) refreshes it. A model unloaded since is loaded again on use, as LM
+        Studio does for a prediction.
         """
+        known = self.lookup(requested)
+        if known is not None:
+            return known
+        await self.refresh()
         name = requested or self.default or None
         if name is None:
-            if not self.loaded:
-                await self.refresh()
             if self.loaded:
                 return str(self.loaded[0]["identifier"])
             if self.downloaded:
@@ -53,18 +64,16 @@ class ModelCatalog:
             )
         key = self.aliases.get(name, name)
         if not self.backends.knows(key):
-            await self.refresh()
-            if not self.backends.knows(key):
-                down = self.backends.down_holding(key)
-                if down:
-                    raise BackendUnavailable(
-                        f"Model '{name}' is on LM Studio host(s) that do not answer now: {', '.join(down)}.",
-                        {"model": name, "hosts": down},
-                    )
-                raise ResourceNotFound(
-                    f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
-                    {"model": name, "available": self.available()},
+            down = self.backends.down_holding(key)
+            if down:
+                raise BackendUnavailable(
+                    f"Model '{name}' is on LM Studio host(s) that do not answer now: {', '.join(down)}.",
+                    {"model": name, "hosts": down},
                 )
+            raise ResourceNotFound(
+                f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
+                {"model": name, "available": self.available()},
+            )
         return key
 
     def vision(self, key: str) -> bool | None:

@@ -34,3 +34,6 @@ class StreamSpec:
     # The request's rows, to store once LM Studio has been sent the prediction (the stream does
     # it: `ActiveStream.store_rows`); None when they are stored already.
     rows: NewResponse | None = None
+    # Seconds the request waited on LM Studio before its prediction (the model listing, image
+    # uploads): LM Studio's time, which X-Proxy-Overhead-Ms leaves out.
+    lm_waited: float = 0.0

@@ -149,9 +149,11 @@ class ActiveStream:
 
     def overhead_ms(self, request_started: float, lm_done: float) -> str:
         """The `X-Proxy-Overhead-Ms` header: the proxy's time outside LM Studio on the way to now,
-        from the request's start until LM Studio was asked, and from `lm_done` (its first answer,
-        for a stream's headers; its end, for a JSON answer) until now."""
-        seconds = (self.lm_started - request_started) + (time.perf_counter() - lm_done if lm_done else 0.0)
+        from the request's start until LM Studio was asked (less what it waited on LM Studio
+        meanwhile: `StreamSpec.lm_waited`), and from `lm_done` (its first answer, for a stream's
+        headers; its end, for a JSON answer) until now."""
+        before = self.lm_started - request_started - self.spec.lm_waited
+        seconds = before + (time.perf_counter() - lm_done if lm_done else 0.0)
         return f"{seconds * 1000:.2f}"
 
     def partial_length(self) -> int:

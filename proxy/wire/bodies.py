@@ -354,6 +354,7 @@ class MessageDeleted(TypedDict):
 #: A response header of createResponse, on the JSON answer and on the SSE stream's headers.
 OVERHEAD_HEADER = "X-Proxy-Overhead-Ms"
 OVERHEAD_HEADER_DESCRIPTION = (
-    "Milliseconds the proxy spent outside LM Studio: before it was asked, and after it was done (a stream: from "
-    "its first answer to these headers, which leave with the first token when it answers within 0.25 s)"
+    "Milliseconds the proxy spent outside LM Studio: before it was asked (less what it waited on LM Studio meanwhile: "
+    "its model listing, image uploads), and after it was done (a stream: from its first answer to these headers, "
+    "which leave with the first token when it answers within 0.25 s)"
 )

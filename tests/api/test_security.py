@@ -10,6 +10,12 @@ import httpx
 import pytest
 from support import KEY, Harness, make_config
 
+from proxy.bridge import Bridge
+from proxy.models import ModelCatalog
+
+# The smallest PNG: one transparent pixel.
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
 
 def test_chunked_body_over_the_limit_is_refused_while_reading(make_harness: Any) -> None:
     h: Harness = make_harness(make_config(limits={"max_body_bytes": 2048}))
@@ -87,6 +93,44 @@ def test_streaming_reports_proxy_overhead_up_to_the_first_token(make_harness: An
             assert b"response.content_delta" in b"".join(response.iter_raw())
     assert waited_ms >= 150
     assert 0 <= overhead < 75  # the proxy's own part; with LM Studio's wait it would be over 150
+
+
+def test_waiting_on_lm_studio_before_the_prediction_is_not_the_proxys_overhead(
+    make_harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LM Studio's model listing (the first request asks for it) and an image upload each take
+    # ten seconds by the proxy's clock, moved forward instead of waited for: LM Studio's time,
+    # which the header leaves out as it leaves out the prompt and the generation.
+    skew = [0.0]
+    clock = time.perf_counter
+    monkeypatch.setattr(time, "perf_counter", lambda: clock() + skew[0])
+    waits: list[str] = []
+    refresh, upload = ModelCatalog.refresh, Bridge.prepare_image
+
+    async def slow_refresh(self: ModelCatalog) -> None:
+        waits.append("listing")
+        skew[0] += 10.0
+        await refresh(self)
+
+    async def slow_upload(self: Bridge, data: bytes, name: str) -> dict[str, Any]:
+        waits.append("upload")
+        skew[0] += 10.0
+        return await upload(self, data, name)
+
+    monkeypatch.setattr(ModelCatalog, "refresh", slow_refresh)
+    monkeypatch.setattr(Bridge, "prepare_image", slow_upload)
+    h: Harness = make_harness(models=["simulated-vlm:vision"])
+    content = [{"type": "text", "text": "What is this? [tokens=3]"}, {"type": "image", "data": PNG_BASE64}]
+    body = {"model": "simulated-vlm", "inputs": [{"role": "user", "content": content}]}
+    with h.client() as client:
+        answer = client.post("/v1/model/response", json=body)
+        assert answer.status_code == 200, answer.text
+        assert waits == ["listing", "upload"]
+        with client.stream("POST", "/v1/model/response", json={**body, "stream": True}) as streamed:
+            assert b"response.content_delta" in b"".join(streamed.iter_raw())
+    assert waits == ["listing", "upload", "upload"]  # the listing is known by then
+    assert 0 <= float(answer.headers["x-proxy-overhead-ms"]) < 10_000  # with LM Studio's waits: over 20,000
+    assert 0 <= float(streamed.headers["x-proxy-overhead-ms"]) < 10_000
 
 
 @pytest.mark.parametrize(
