@@ -49,13 +49,13 @@ class ModelCatalog:
         Studio does for a prediction.
         """
         known = self.lookup(requested)
+        if known is None:
+            await self.refresh()
+            known = self.lookup(requested)
         if known is not None:
             return known
-        await self.refresh()
         name = requested or self.default or None
         if name is None:
-            if self.loaded:
-                return str(self.loaded[0]["identifier"])
             if self.downloaded:
                 return str(self.downloaded[0]["key"])
             raise BackendUnavailable(
@@ -63,18 +63,16 @@ class ModelCatalog:
                 "(or `lms get MODEL`), or name one with `model` in the request."
             )
         key = self.aliases.get(name, name)
-        if not self.backends.knows(key):
-            down = self.backends.down_holding(key)
-            if down:
-                raise BackendUnavailable(
-                    f"Model '{name}' is on LM Studio host(s) that do not answer now: {', '.join(down)}.",
-                    {"model": name, "hosts": down},
-                )
-            raise ResourceNotFound(
-                f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
-                {"model": name, "available": self.available()},
+        down = self.backends.down_holding(key)
+        if down:
+            raise BackendUnavailable(
+                f"Model '{name}' is on LM Studio host(s) that do not answer now: {', '.join(down)}.",
+                {"model": name, "hosts": down},
             )
-        return key
+        raise ResourceNotFound(
+            f"Model '{name}' not found. Available: {', '.join(self.available()) or 'none'}.",
+            {"model": name, "available": self.available()},
+        )
 
     def vision(self, key: str) -> bool | None:
         """Whether the model takes images, as LM Studio's model info says (None: not known)."""

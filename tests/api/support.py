@@ -23,6 +23,9 @@ from proxy.simulator import Simulator
 #: downloaded on B; `both` is loaded on both; `only-a` and `only-b` are on one each.
 CATALOGUES = (["shared", "both", "only-a"], ["shared:downloaded", "both", "only-b"])
 
+#: The smallest PNG, one transparent pixel, base64-encoded (an image input's `data`).
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
 KEY = "test-key-one"
 OTHER_KEY = "test-key-two"
 

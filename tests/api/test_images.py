@@ -6,13 +6,10 @@ import base64
 from typing import Any
 
 import pytest
-from support import Harness
+from support import PNG_BASE64, Harness
 
-# The smallest PNG: one transparent pixel.
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-)
-DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+PNG = base64.b64decode(PNG_BASE64)
+DATA_URL = "data:image/png;base64," + PNG_BASE64
 
 
 @pytest.fixture

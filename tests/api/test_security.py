@@ -8,13 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support import KEY, Harness, make_config
+from support import KEY, PNG_BASE64, Harness, make_config
 
 from proxy.bridge import Bridge
 from proxy.models import ModelCatalog
-
-# The smallest PNG: one transparent pixel.
-PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
 def test_chunked_body_over_the_limit_is_refused_while_reading(make_harness: Any) -> None:
